@@ -1,0 +1,25 @@
+"""patvm: a TVM compiler backend for Piecewise-Approximation (PA) and ABC-Net multiple-binary CNNs.
+
+    import patvm
+    model = patvm.compile("pa-resnet18.onnx", target="host")
+    y = model.run(x)[0]
+    model.export("pa-resnet18.so"); patvm.load("pa-resnet18.so")
+"""
+from patvm.errors import InputError, ModelError, PatvmError
+
+__version__ = "0.1.0"
+
+
+def compile(model, target="host", tuning_db=None):  # noqa: A001 - the public name the issue asks for
+    """Compile an ONNX PA model (path or ModelProto) for `target`; returns a CompiledModel."""
+    from patvm.compiler.pipeline import compile_model
+    return compile_model(model, target=target, tuning_db=tuning_db)
+
+
+def load(path):
+    """Load a module written by `CompiledModel.export`."""
+    from patvm.runtime import load_module
+    return load_module(path)
+
+
+__all__ = ["InputError", "ModelError", "PatvmError", "compile", "load", "__version__"]

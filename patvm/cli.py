@@ -1,0 +1,141 @@
+"""The `patvm` command line. Each sub-command is a thin wrapper over the Python API.
+
+User errors (`PatvmError`) print one line and exit 2; Ctrl-C exits 130.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from patvm.errors import PatvmError
+
+
+def cmd_zoo(args) -> None:
+    from patvm import zoo
+    from patvm.onnx_format import save_model
+    model = zoo.build_model(args.name, M=args.M, N=args.N, seed=args.seed, batch=args.batch,
+                            image_size=args.image_size)
+    save_model(model, args.output)
+    print(f"wrote {args.output}")
+
+
+def cmd_stats(args) -> None:
+    from patvm import stats
+    result = stats.model_stats(stats.load_checked(args.model))
+    print(json.dumps(result) if args.json else stats.format_table(result))
+
+
+def cmd_compile(args) -> None:
+    import patvm
+    compiled = patvm.compile(args.model, target=args.target, tuning_db=args.tuning_db)
+    compiled.export(args.output)
+    if args.report:
+        print(compiled.report())
+    print(f"wrote {args.output}")
+
+
+def _load_input(path: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise PatvmError(f"cannot read input {path}: {exc}") from exc
+
+
+def cmd_run(args) -> None:
+    import patvm
+    from patvm.verify import compare_with_onnxruntime
+    x = _load_input(args.input)
+    model = patvm.load(args.model) if args.model.endswith(".so") else patvm.compile(args.model, target=args.target)
+    outputs = model.run(x)
+    if args.output:
+        from patvm.files import atomic_write_bytes
+        import io
+        buf = io.BytesIO()
+        np.save(buf, outputs[0])
+        atomic_write_bytes(args.output, buf.getvalue())
+        print(f"wrote {args.output}")
+    else:
+        print(f"output shape {list(outputs[0].shape)}, top-1 {np.argmax(outputs[0].reshape(outputs[0].shape[0], -1), 1).tolist()}")
+    if args.verify:
+        onnx_path = args.verify_onnx or (args.model if args.model.endswith(".onnx") else None)
+        if onnx_path is None:
+            raise PatvmError("--verify on a .so needs --onnx MODEL.onnx (the model it was compiled from)")
+        print(compare_with_onnxruntime(onnx_path, x, outputs[0]).summary())
+
+
+def cmd_targets(args) -> None:
+    from patvm import targets
+    for name, preset in targets.list_presets().items():
+        print(f"{name:14s} {preset.get('description', '')}")
+
+
+def cmd_demo(args) -> None:
+    from patvm.demo import run_demo
+    run_demo(M=args.M, N=args.N, image_size=args.image_size)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="patvm", description="Compile PA / ABC-Net multiple-binary CNNs with TVM.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="build PA-ResNet18 from the zoo, compile it, check it, time it")
+    d.add_argument("--M", type=int, default=2)
+    d.add_argument("--N", type=int, default=1)
+    d.add_argument("--image-size", type=int, default=224)
+    d.set_defaults(func=cmd_demo)
+
+    z = sub.add_parser("zoo", help="write a zoo model as PA-ONNX")
+    z.add_argument("name")
+    z.add_argument("--M", type=int, default=4, help="weight pieces (PA: even >= 2; ABC: bases >= 1)")
+    z.add_argument("--N", type=int, default=5, help="activation pieces / bases (>= 1)")
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--batch", type=int, default=1)
+    z.add_argument("--image-size", type=int, default=224)
+    z.add_argument("-o", "--output", required=True)
+    z.set_defaults(func=cmd_zoo)
+
+    s = sub.add_parser("stats", help="memory and operation counts (the paper's sec. 4.6.1 rules)")
+    s.add_argument("model")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_stats)
+
+    c = sub.add_parser("compile", help="compile a PA-ONNX model to a shared library")
+    c.add_argument("model")
+    c.add_argument("--target", default="host")
+    c.add_argument("--tuning-db", default=None)
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--report", action="store_true")
+    c.set_defaults(func=cmd_compile)
+
+    r = sub.add_parser("run", help="run a compiled module (.so) or an ONNX model on an input .npy")
+    r.add_argument("model")
+    r.add_argument("--input", required=True)
+    r.add_argument("-o", "--output")
+    r.add_argument("--target", default="host")
+    r.add_argument("--verify", action="store_true", help="compare with onnxruntime on the same ONNX")
+    r.add_argument("--onnx", dest="verify_onnx", help="the ONNX a .so was compiled from (for --verify)")
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("targets", help="list the target presets")
+    t.set_defaults(func=cmd_targets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PatvmError as exc:
+        print(f"patvm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("patvm: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install everything the tests need (pip, and Debian packages for the ARM tests when apt-get is there),
+# then run the default test selection (not slow, not bench). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q --disable-pip-version-check -e ".[train,test]"
+bash scripts/install-system-deps.sh || echo "scripts/test.sh: system packages not installed; ARM tests will skip"
+python3 -m pytest "$@"
