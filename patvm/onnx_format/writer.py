@@ -46,8 +46,9 @@ class GraphWriter:
         return name
 
     def output(self, value: str, shape: list[int] | None = None, name: str = "output") -> str:
+        """Mark `value` as a graph output; its shape is inferred when not given."""
         self.nodes.append(helper.make_node("Identity", [value], [name], name=f"{name}_identity"))
-        self.outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+        self.outputs.append((name, shape))
         return name
 
     # ---- layers
@@ -106,10 +107,15 @@ class GraphWriter:
 
     # ---- result
     def model(self, check: bool = True) -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
+        outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in self.outputs]
+        graph = helper.make_graph(self.nodes, self.name, self.inputs, outputs, self.initializers)
         model = helper.make_model(graph, opset_imports=paquantize.opset_imports(), producer_name="patvm")
         model.ir_version = 10
         paquantize.attach_function(model)
+        if any(s is None for _, s in self.outputs):
+            inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+            model.graph.ClearField("output")
+            model.graph.output.extend(inferred.graph.output)
         if check:
             onnx.checker.check_model(model, full_check=True)
         return model
