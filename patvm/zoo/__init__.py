@@ -1,0 +1,67 @@
+"""The model zoo: seeded, calibrated PA / ABC-Net / full-precision networks written as PA-ONNX.
+
+    build_model("pa-resnet18", M=4, N=5, seed=0, batch=1, image_size=224) -> onnx.ModelProto
+
+Input "input" [batch, 3, S, S] (NCHW), output "output" [batch, 1000] logits. Weights are He-initialised
+random, BatchNorm statistics and quantizer thresholds come from a numpy forward pass of a seeded random
+calibration batch (`patvm.zoo.builder`), so activations stay normalised through the whole depth.
+
+Names: an architecture (`resnet18`, `resnet34`, `resnet50`, `mobilenet-v1`, `densenet121`) is the
+full-precision twin; `pa-<arch>` and `abc-<arch>` are its binary versions (M, N ignored for twins). With
+the same seed a twin has exactly the real weights its binary versions approximate.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import onnx
+
+from patvm.errors import PatvmError, require
+from patvm.zoo.builder import NetBuilder
+from patvm.zoo.densenet import build_densenet121
+from patvm.zoo.mobilenet import build_mobilenet_v1
+from patvm.zoo.resnet import build_resnet
+from patvm.zoo.schemes import Scheme
+
+ARCHITECTURES: dict[str, Callable[[NetBuilder], onnx.ModelProto]] = {
+    "resnet18": partial(build_resnet, depth=18),
+    "resnet34": partial(build_resnet, depth=34),
+    "resnet50": partial(build_resnet, depth=50),
+    "mobilenet-v1": build_mobilenet_v1,
+    "densenet121": build_densenet121,
+}
+FAMILIES = ("pa", "abc")
+ZOO_NAMES: tuple[str, ...] = tuple(f"{fam}-{arch}" for fam in FAMILIES for arch in ARCHITECTURES) + tuple(ARCHITECTURES)
+MIN_IMAGE_SIZE = 32   # every architecture downsamples by 32
+
+
+def _split(name: str) -> tuple[str | None, str]:
+    """'pa-resnet18' -> ('pa', 'resnet18'); 'resnet18' -> (None, 'resnet18')."""
+    if name not in ZOO_NAMES:
+        raise PatvmError(f"unknown zoo model '{name}'; known: {', '.join(ZOO_NAMES)}")
+    family, _, arch = name.partition("-")
+    return (family, arch) if family in FAMILIES else (None, name)
+
+
+def twin_of(name: str) -> str:
+    """The full-precision twin of a zoo model (a twin is its own twin)."""
+    return _split(name)[1]
+
+
+def _positive_int(value, what: str) -> None:
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{what} must be an integer >= 1, got {value!r}")
+
+
+def build_model(name: str, M: int = 4, N: int = 5, seed: int = 0, batch: int = 1, image_size: int = 224) -> onnx.ModelProto:
+    """Build, calibrate and check one zoo model (onnx.checker full check)."""
+    family, arch = _split(name)
+    scheme = Scheme(family, M, N) if family else None
+    _positive_int(batch, "batch")
+    _positive_int(image_size, "image size")
+    require(image_size >= MIN_IMAGE_SIZE, f"image size must be >= {MIN_IMAGE_SIZE}, got {image_size}")
+    require(isinstance(seed, int) and seed >= 0, f"seed must be a non-negative integer, got {seed!r}")
+    return ARCHITECTURES[arch](NetBuilder(name, scheme, seed, batch, image_size))
+
+
+__all__ = ["ARCHITECTURES", "ZOO_NAMES", "build_model", "twin_of"]
