@@ -77,7 +77,7 @@ def binary_layer_constants(match: LayerMatch) -> BinaryLayerConstants:
 
 def _prim_func(args: list[te.Tensor], out: te.Tensor, pattern: int, kernel: str):
     """(PrimFunc, output shape) with patvm's attributes."""
-    func = te.create_prim_func(args + [out]).without_attr("global_symbol").with_attr("op_pattern", pattern).with_attr(PATVM_KERNEL_ATTR, kernel)
+    func = te.create_prim_func(args + [out], index_dtype_override="int64").without_attr("global_symbol").with_attr("op_pattern", pattern).with_attr(PATVM_KERNEL_ATTR, kernel)
     return func, [int(s) for s in out.shape]
 
 

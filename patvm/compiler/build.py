@@ -1,0 +1,45 @@
+"""Phase 4b, build: Relax legalisation and fusion, schedules, and `tvm.compile` for the target.
+
+The same `prepare_passes` run before tuning-task extraction and before the build, so MetaSchedule
+records (keyed by the structural hash of the fused PrimFuncs) are found (see the field notes' pitfall).
+"""
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from patvm.compiler.schedules import schedule_pass
+from patvm.targets import TargetSpec
+
+
+def prepare_passes() -> list:
+    """Legalise and fuse: after these, each PrimFunc is one tuning task / one kernel."""
+    return [
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination(),
+    ]
+
+
+def prepare(mod: tvm.IRModule, spec: TargetSpec) -> tvm.IRModule:
+    with spec.tvm_target():
+        return tvm.transform.Sequential(prepare_passes())(mod)
+
+
+def apply_tuning_database(mod: tvm.IRModule, spec: TargetSpec, database) -> tvm.IRModule:
+    from tvm.s_tir import meta_schedule as ms
+    with spec.tvm_target(), database:
+        return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+
+
+def build(mod: tvm.IRModule, spec: TargetSpec, database=None):
+    """Prepared module -> tvm Executable. Tuned records first, then the hand schedules."""
+    if database is not None:
+        mod = apply_tuning_database(mod, spec, database)
+    with spec.tvm_target():
+        mod = schedule_pass(spec.family)(mod)
+    return tvm.compile(mod, target=spec.tvm_target())

@@ -1,0 +1,43 @@
+"""The compiler, top to bottom: PA-ONNX -> Relax -> bit-serial TE operators -> a runnable TVM module.
+
+    1. import    patvm.compiler.importer   check the ONNX, canonical PAQuantize chains, from_onnx
+    2. match     patvm.compiler.match      the pattern table: quantizer -> conv2d / dense with checks
+    3. lower     patvm.compiler.lower      call_tir of the packer and the bit-serial kernel, packed weights
+    4. build     patvm.compiler.build      legalise + fuse (epilogues), tuned records, hand schedules
+                 patvm.compiler.schedules  per target family; then tvm.compile
+"""
+from __future__ import annotations
+
+import time
+
+from tvm import relax
+
+from patvm.compiler.build import build, prepare
+from patvm.compiler.importer import import_model
+from patvm.compiler.lower import lower_binary_layers
+from patvm.runtime import CompiledModel, layer_dicts
+from patvm.targets import resolve_target
+
+
+def frontend(model_or_path):
+    """Phases 1-3: (lowered Relax module, layer reports, graph inputs)."""
+    mod, _, inputs = import_model(model_or_path)
+    mod = relax.transform.FoldConstant()(mod)   # constant weight transposes (Gemm) become constants
+    mod, reports = lower_binary_layers(mod)
+    return mod, reports, inputs
+
+
+def compile_model(model_or_path, target="host", tuning_db=None) -> CompiledModel:
+    start = time.perf_counter()
+    spec = resolve_target(target)
+    mod, reports, inputs = frontend(model_or_path)
+    mod = prepare(mod, spec)
+    database = None
+    if tuning_db is not None:
+        from patvm.tuning.database import open_database
+        database = open_database(tuning_db)
+    executable = build(mod, spec, database)
+    return CompiledModel(executable, spec.name, spec.family,
+                         [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs],
+                         layer_dicts(reports), cross_compiler=spec.cross_compiler,
+                         compile_seconds=time.perf_counter() - start)

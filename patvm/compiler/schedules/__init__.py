@@ -1,0 +1,21 @@
+"""Phase 4a, schedule: the hand schedules per target family, as dlight ScheduleRules.
+
+`schedule_pass(spec)` applies them to every PrimFunc that is not scheduled yet (MetaSchedule's database
+is applied first, so tuned records win).
+"""
+from __future__ import annotations
+
+from tvm.s_tir import dlight
+
+from patvm.compiler.schedules.cpu import BitSerialCPU, GenericCPU, PackActivationCPU
+
+
+def schedule_rules(family: str) -> list:
+    if family == "cuda":
+        from patvm.compiler.schedules.cuda import cuda_rules
+        return cuda_rules()
+    return [BitSerialCPU(), PackActivationCPU(), GenericCPU()]
+
+
+def schedule_pass(family: str):
+    return dlight.ApplyDefaultSchedule(*schedule_rules(family))

@@ -1,0 +1,167 @@
+"""Hand schedules for CPUs (x86 and ARM), as dlight ScheduleRules applied to the fused PrimFuncs.
+
+The bit-serial conv (anchor block "bitserial_conv") is register-blocked over `ow_tile` output pixels x
+`o_tile` output channels, with the output channels innermost and vectorised: each step loads o_tile
+weight words and ANDs them with one activation word broadcast, then popcounts (vpopcntq on AVX-512
+VPOPCNTDQ, cnt.16b + pairwise adds on NEON, a scalar/LUT sequence on AVX2). Epilogue blocks are inlined
+into the output block, which runs after the conv inside the same parallel row loop.
+
+Unscheduled fp32 functions (first conv, depthwise convs, pooling, FC) get `GenericCPU`: parallel outer
+loops and a vectorised inner spatial loop. MetaSchedule replaces all of these where records exist.
+"""
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import Target
+
+from patvm.compiler.ops.bitserial import CONV_BLOCK, OUTPUT_BLOCK
+
+
+def block_names(sch: s_tir.Schedule) -> list[str]:
+    return [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+
+
+def largest_divisor(n: int, candidates: tuple[int, ...]) -> int:
+    return next((c for c in candidates if n % c == 0), 1)
+
+
+def vector_lanes_u64(target: Target) -> int:
+    """uint64 lanes of the widest vector register the target has (AVX-512: 8, AVX2/NEON: 4/2)."""
+    from tvm.target import codegen
+    if target.kind.name == "llvm" and "aarch64" not in str(target.attrs.get("mtriple", "")):
+        if codegen.llvm_cpu_has_features("avx512f", target):
+            return 8
+        return 4
+    return 2
+
+
+def _extent(sch, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _inline_all_except(sch: s_tir.Schedule, keep: set[str]) -> None:
+    """Inline every injective block not in `keep` (pads, transposes, elementwise epilogues)."""
+    changed = True
+    while changed:
+        changed = False
+        for name in block_names(sch):
+            if name in keep:
+                continue
+            block = sch.get_sblock(name)
+            for inline in (sch.compute_inline, sch.reverse_compute_inline):
+                try:
+                    inline(block)
+                    changed = True
+                    break
+                except Exception:  # noqa: BLE001 - not inlinable this way: try the other, or keep it
+                    continue
+            if changed:
+                break
+
+
+def _parallel_outer(sch: s_tir.Schedule, block, spatial_count: int, cores: int) -> None:
+    loops = sch.get_loops(block)[:spatial_count]
+    if not loops:
+        return
+    fused, extent = [loops[0]], _extent(sch, loops[0])
+    for loop in loops[1:]:
+        if extent >= 4 * cores:
+            break
+        fused.append(loop)
+        extent *= _extent(sch, loop)
+    sch.parallel(sch.fuse(*fused) if len(fused) > 1 else fused[0])
+
+
+def _cores(target: Target) -> int:
+    return int(target.attrs.get("num-cores", 2) or 2)
+
+
+class BitSerialCPU(ScheduleRule):
+    """Register-blocked, vectorised bit-serial conv; see the module docstring."""
+
+    def __init__(self, ow_tiles=(4, 7, 2, 1), o_tiles=None):
+        self.ow_tiles = ow_tiles
+        self.o_tiles = o_tiles
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        names = block_names(sch)
+        if CONV_BLOCK not in names:
+            return None
+        side = {"window_count", "base_level_term"} & set(names)
+        last = names[-1]
+        _inline_all_except(sch, {CONV_BLOCK, last} | side)
+        conv = sch.get_sblock(CONV_BLOCK)
+        n, oh, ow, o, kh, kw, i, j, cw = sch.get_loops(conv)
+        lanes = vector_lanes_u64(target)
+        o_tile = largest_divisor(_extent(sch, o), self.o_tiles or (2 * lanes, lanes, 4, 2))
+        ow_tile = largest_divisor(_extent(sch, ow), self.ow_tiles)
+        owo, owi = sch.split(ow, [None, ow_tile])
+        oo, oi = sch.split(o, [None, o_tile])
+        sch.reorder(n, oh, owo, oo, kh, kw, i, j, cw, owi, oi)
+        row = sch.fuse(n, oh)
+        sch.parallel(row)
+        sch.unroll(owi)
+        if o_tile > 1:
+            sch.vectorize(oi)
+        sch.decompose_reduction(conv, kh)
+        # the output (with its inlined epilogue) per output row, right after the conv of that row
+        for name in [last] + sorted(side):
+            block = sch.get_sblock(name)
+            if name == last:
+                sch.reverse_compute_at(block, row)
+            else:
+                sch.compute_at(block, row)
+        return sch
+
+
+class PackActivationCPU(ScheduleRule):
+    """The thermometer packer: parallel over (n, h), the 64-bit OR reduction unrolled."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        if "pack_activation_planes" not in block_names(sch):
+            return None
+        block = sch.get_sblock("pack_activation_planes")
+        _parallel_outer(sch, block, 2, _cores(target))
+        return sch
+
+
+class GenericCPU(ScheduleRule):
+    """Any other PrimFunc: inline injective producers, parallel outer loops, vectorise inner spatial loops."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        names = block_names(sch)
+        if not names:
+            return None
+        _inline_all_except(sch, {names[-1]})
+        for name in block_names(sch):
+            block = sch.get_sblock(name)
+            iters = sch.get(block).iter_vars
+            spatial = sum(1 for iv in iters if iv.iter_type == 0)
+            loops = sch.get_loops(block)
+            if len(loops) != len(iters) or spatial == 0:
+                continue
+            if spatial < len(iters) and spatial >= 2:
+                # reduction: move the innermost spatial loop inside the reductions and vectorise it
+                inner = loops[spatial - 1]
+                if 4 <= _extent(sch, inner) <= 64:
+                    sch.reorder(*loops[spatial:], inner)
+                    try:
+                        sch.decompose_reduction(block, loops[spatial])
+                        sch.vectorize(inner)
+                    except Exception:  # noqa: BLE001 - keep the reordered, unvectorised loop nest
+                        pass
+            elif spatial == len(iters) and _extent(sch, loops[-1]) >= 4:
+                lo, li = sch.split(loops[-1], [None, largest_divisor(_extent(sch, loops[-1]), (16, 8, 4, 1))])
+                sch.vectorize(li)
+            _parallel_outer(sch, sch.get_sblock(name), max(1, spatial - 1), _cores(target))
+        return sch

@@ -1,0 +1,157 @@
+"""CompiledModel: run, export and report a compiled module; `load_module` reads an exported one back.
+
+An export is a shared library the plain TVM runtime loads (`tvm.runtime.load_module` + the Relax VM),
+plus a small JSON sidecar (`<path>.json`) with the input signature and the per-layer report.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import asdict
+
+import numpy as np
+
+from patvm.errors import InputError, PatvmError
+from patvm.files import atomic_path, atomic_write_bytes
+
+SIDECAR_SUFFIX = ".json"
+
+
+class CompiledModel:
+    def __init__(self, module, target_name: str, family: str, inputs: list[dict], layers: list[dict],
+                 cross_compiler: str | None = None, compile_seconds: float | None = None):
+        self.module = module                  # tvm Executable (fresh build) or runtime Module (loaded)
+        self.target_name = target_name
+        self.family = family
+        self.inputs = inputs                  # [{"name", "shape", "dtype"}]
+        self.layers = layers                  # LayerReport dicts
+        self.cross_compiler = cross_compiler
+        self.compile_seconds = compile_seconds
+        self._local = threading.local()       # one VM per thread: a VM is not thread-safe
+
+    # ---- running
+    def _device(self):
+        import tvm
+        return tvm.cuda(0) if self.family == "cuda" else tvm.cpu(0)
+
+    def _vm(self):
+        vm = getattr(self._local, "vm", None)
+        if vm is None:
+            if self.family == "arm" and os.uname().machine not in ("aarch64", "arm64"):
+                raise PatvmError(f"this module is compiled for {self.target_name} (aarch64): run it on the board, "
+                                 "or under qemu with `patvm deploy`")
+            from tvm import relax
+            vm = relax.VirtualMachine(self.module, self._device())
+            self._local.vm = vm
+        return vm
+
+    def _arguments(self, inputs) -> list[np.ndarray]:
+        if isinstance(inputs, dict):
+            unknown = set(inputs) - {i["name"] for i in self.inputs}
+            if unknown:
+                raise InputError(f"unknown input name(s) {sorted(unknown)}; the model takes "
+                                 f"{[i['name'] for i in self.inputs]}")
+            missing = [i["name"] for i in self.inputs if i["name"] not in inputs]
+            if missing:
+                raise InputError(f"missing input(s) {missing}")
+            arrays = [inputs[i["name"]] for i in self.inputs]
+        elif isinstance(inputs, (list, tuple)):
+            arrays = list(inputs)
+        else:
+            arrays = [inputs]
+        if len(arrays) != len(self.inputs):
+            raise InputError(f"the model takes {len(self.inputs)} input(s), got {len(arrays)}")
+        for spec, array in zip(self.inputs, arrays):
+            if not isinstance(array, np.ndarray):
+                raise InputError(f"input '{spec['name']}' must be a numpy array, got {type(array).__name__}")
+            if array.dtype != np.dtype(spec["dtype"]):
+                raise InputError(f"input '{spec['name']}' must be {spec['dtype']}, got {array.dtype}")
+            if tuple(array.shape) != tuple(spec["shape"]):
+                raise InputError(f"input '{spec['name']}' must have shape {list(spec['shape'])}, "
+                                 f"got {list(array.shape)}")
+        return [np.ascontiguousarray(a) for a in arrays]
+
+    def run(self, inputs) -> list[np.ndarray]:
+        """inputs: one array, a list in input order, or a dict by input name. Returns the outputs."""
+        import tvm
+        dev = self._device()
+        args = [tvm.runtime.tensor(a, dev) for a in self._arguments(inputs)]
+        result = self._vm()["main"](*args)
+        return _to_numpy(result)
+
+    def time(self, inputs, number: int = 5, repeat: int = 20, min_repeat_ms: int = 50) -> np.ndarray:
+        """Per-run latency samples in milliseconds (TVM's time_evaluator; set TVM_NUM_THREADS first)."""
+        import tvm
+        dev = self._device()
+        args = [tvm.runtime.tensor(a, dev) for a in self._arguments(inputs)]
+        timer = self._vm().time_evaluator("main", dev, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
+        return np.asarray(timer(*args).results) * 1e3
+
+    # ---- files
+    def export(self, path: str | os.PathLike) -> None:
+        """Write the shared library and its sidecar atomically."""
+        path = os.fspath(path)
+        kwargs = {}
+        if self.cross_compiler:
+            from tvm.support import cc
+            kwargs["fcompile"] = cc.cross_compiler(self.cross_compiler)
+        with atomic_path(path, suffix=".so") as tmp:
+            try:
+                self.module.export_library(tmp, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - a missing cross compiler, a full disk, ...
+                raise PatvmError(f"cannot export {path}: {str(exc).strip().splitlines()[-1][:200]}") from exc
+        meta = {"format": "patvm-module-1", "target": self.target_name, "family": self.family,
+                "inputs": self.inputs, "layers": self.layers}
+        atomic_write_bytes(path + SIDECAR_SUFFIX, json.dumps(meta, indent=1).encode())
+
+    # ---- report
+    def module_weight_bytes(self) -> int:
+        return sum(int(layer.get("packed_weight_bytes") or 0) for layer in self.layers)
+
+    def report(self) -> str:
+        rows = [f"target {self.target_name}" + (f", compiled in {self.compile_seconds:.1f} s" if self.compile_seconds else "")]
+        header = f"{'#':>3} {'op':6} {'strategy':10} {'M':>2} {'N':>2} {'input':>18} {'weight':>18} {'packed B':>9} {'fp32 B':>9}  note"
+        rows.append(header)
+        rows.append("-" * len(header))
+        for layer in self.layers:
+            rows.append(
+                f"{layer['index']:>3} {layer['op']:6} {layer['strategy']:10} {layer.get('M') or '-':>2} "
+                f"{layer.get('N') or '-':>2} {str(list(layer.get('input_shape') or [])):>18} "
+                f"{str(list(layer.get('weight_shape') or [])):>18} {layer.get('packed_weight_bytes') or 0:>9} "
+                f"{layer.get('fp32_weight_bytes') or 0:>9}  {layer.get('reason') or layer.get('weight_kind') or ''}")
+        binary = [la for la in self.layers if la["strategy"] == "bit-serial"]
+        rows.append(f"{len(binary)} of {len(self.layers)} conv/dense layers bit-serial; packed binary weights "
+                    f"{self.module_weight_bytes() / 1e6:.2f} MB vs "
+                    f"{sum(la.get('fp32_weight_bytes') or 0 for la in binary) / 1e6:.2f} MB as fp32")
+        return "\n".join(rows)
+
+
+def _to_numpy(result) -> list[np.ndarray]:
+    if hasattr(result, "numpy"):
+        return [result.numpy()]
+    return [r.numpy() for r in result]
+
+
+def layer_dicts(reports) -> list[dict]:
+    return [{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(r).items()} for r in reports]
+
+
+def load_module(path: str | os.PathLike) -> CompiledModel:
+    import tvm
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise PatvmError(f"no such module: {path}")
+    sidecar = path + SIDECAR_SUFFIX
+    if not os.path.isfile(sidecar):
+        raise PatvmError(f"{sidecar} is missing: export modules with `patvm compile` / CompiledModel.export")
+    try:
+        meta = json.loads(open(sidecar).read())
+        assert meta.get("format") == "patvm-module-1"
+    except (ValueError, AssertionError) as exc:
+        raise PatvmError(f"{sidecar} is not a patvm module description") from exc
+    try:
+        module = tvm.runtime.load_module(os.path.abspath(path))
+    except Exception as exc:  # noqa: BLE001 - TVM raises its own error types for unloadable files
+        raise PatvmError(f"cannot load {path}: {str(exc).strip().splitlines()[-1][:200]}") from exc
+    return CompiledModel(module, meta["target"], meta["family"], meta["inputs"], meta["layers"])
