@@ -19,6 +19,7 @@ import onnx
 
 from patvm.errors import PatvmError, require
 from patvm.zoo.builder import NetBuilder
+from patvm.zoo.calibrate import single_threaded_blas
 from patvm.zoo.densenet import build_densenet121
 from patvm.zoo.mobilenet import build_mobilenet_v1
 from patvm.zoo.resnet import build_resnet
@@ -61,7 +62,8 @@ def build_model(name: str, M: int = 4, N: int = 5, seed: int = 0, batch: int = 1
     _positive_int(image_size, "image size")
     require(image_size >= MIN_IMAGE_SIZE, f"image size must be >= {MIN_IMAGE_SIZE}, got {image_size}")
     require(isinstance(seed, int) and seed >= 0, f"seed must be a non-negative integer, got {seed!r}")
-    return ARCHITECTURES[arch](NetBuilder(name, scheme, seed, batch, image_size))
+    with single_threaded_blas():
+        return ARCHITECTURES[arch](NetBuilder(name, scheme, seed, batch, image_size))
 
 
 __all__ = ["ARCHITECTURES", "ZOO_NAMES", "build_model", "twin_of"]
