@@ -12,9 +12,9 @@ ONNX checker or the protobuf parser misbehave reaches them. The checks, in order
   inputs      concrete input dims >= 0 and <= 2**31 elements
   external    location relative, inside the model's folder after realpath (no .., no symlink escape),
               an existing regular file long enough for offset + the tensor's bytes; only then loaded
-  checker     onnx.checker.check_model(full_check=True), its first line reported
   ai.patvm    only PAQuantize; its function (if shipped) is patvm's own; its thresholds and levels are
               float32 initializers (not graph inputs) forming a valid staircase
+  checker     onnx.checker.check_model(full_check=True), its first line reported
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ PATVM_OPSET = paquantize.VERSION
 DEFAULT_DOMAINS = ("", "ai.onnx")
 EXTERNAL_KEYS = frozenset({"location", "offset", "length", "checksum", "basepath"})
 MESSAGE_PART_LIMIT = 160
+PATH_LIMIT = 4096
 
 
 # ---------------------------------------------------------------------------------------------- messages
@@ -83,7 +84,7 @@ def load_model(path_or_model, base_dir: str | os.PathLike | None = None) -> onnx
         source = _Source(f"model '{one_line(model.graph.name or 'in memory')}'", folder)
     elif isinstance(path_or_model, (str, os.PathLike)):
         path = os.fspath(path_or_model)
-        source = _Source(one_line(path), os.path.dirname(os.path.abspath(path)) if _is_plain(path) else None)
+        source = _Source(one_line(path, PATH_LIMIT), os.path.dirname(os.path.abspath(path)) if _is_plain(path) else None)
         model = parse_model(read_model_bytes(path, source), source)
     else:
         raise ModelError(f"expected a model path or an onnx.ModelProto, got {type(path_or_model).__name__}")
@@ -105,9 +106,9 @@ def check_model_proto(model: onnx.ModelProto, source: _Source) -> None:
     external = check_tensors(model, source)
     check_graph_input_shapes(model.graph, source)
     load_checked_external_data(external, source)
-    run_onnx_checker(model, source)
     check_patvm_functions(model, source)
     check_patvm_nodes(model, source)
+    run_onnx_checker(model, source)
 
 
 # ---------------------------------------------------------------------------------------------- file
@@ -219,7 +220,7 @@ def check_acyclic(graph, where: str, source: _Source) -> None:
     if done < len(graph.node):
         stuck = [one_line(graph.node[i].name or graph.node[i].op_type, 40) for i, d in enumerate(indegree) if d > 0]
         shown = ", ".join(f"'{n}'" for n in stuck[:3]) + (", ..." if len(stuck) > 3 else "")
-        raise source.fail(f"{where} has a cycle: nodes {shown} depend on each other")
+        raise source.fail(f"{where} has a cycle through nodes {shown}")
 
 
 def check_function_recursion(model: onnx.ModelProto, source: _Source) -> None:
@@ -312,6 +313,9 @@ def all_tensors(model: onnx.ModelProto) -> Iterator[tuple[TensorProto, str]]:
 def check_tensors(model: onnx.ModelProto, source: _Source) -> list[tuple[TensorProto, str]]:
     """Check every stored tensor's declaration and inline data; return the external ones, unchecked yet."""
     external = []
+    for graph, _ in all_graphs(model):
+        for sparse in getattr(graph, "sparse_initializer", []):
+            check_declared_shape(list(sparse.dims), f"sparse initializer '{one_line(sparse.values.name)}'", source)
     for tensor, label in all_tensors(model):
         check_declared_shape(list(tensor.dims), label, source)
         if tensor.data_location == TensorProto.EXTERNAL:
@@ -386,6 +390,8 @@ def resolve_external_location(location: str, label: str, source: _Source) -> str
     resolved = os.path.realpath(os.path.join(folder, location))
     source.require(os.path.commonpath([folder, resolved]) == folder and resolved != folder,
                    f"{label} has external data location '{shown}' escaping the model's folder")
+    source.require(not os.path.islink(os.path.join(folder, location)),
+                   f"{label} has external data location '{shown}', a symbolic link (onnx refuses those)")
     return resolved
 
 
