@@ -69,8 +69,6 @@ def refused(target, match: str) -> str:
     with pytest.raises(ModelError) as info:
         load_model(target)
     message = str(info.value)
-    if os.environ.get("SHOW_MESSAGES"):
-        print("\nMSG", message)
     assert "\n" not in message and "\r" not in message
     assert re.search(match, message), message
     if isinstance(target, (str, os.PathLike)):
@@ -688,6 +686,20 @@ def test_node_name_with_newline_stays_on_one_line(tmp_path):
     paq_node(model).name = "evil\nname"
     replace_initializer(model, paq_node(model).input[1], np.array([1.0, 0.0], F32))
     refused_file(tmp_path, model, r"PAQuantize node 'evil\\nname'")
+
+
+def test_duplicate_threshold_initializer(tmp_path):
+    model = quantizer_model()
+    name = paq_node(model).input[1]
+    model.graph.initializer.append(numpy_helper.from_array(np.array([5.0, 6.0], F32), name))
+    refused_file(tmp_path, model, f"fails the ONNX checker: {name} initializer name is not unique")
+
+
+def test_node_output_shadowing_the_thresholds(tmp_path):
+    model = quantizer_model()
+    name = paq_node(model).input[1]
+    model.graph.node.insert(0, helper.make_node("Relu", ["x"], [name], name="shadow"))
+    refused_file(tmp_path, model, f"fails the ONNX checker: .*'{name}' has been used as output names multiple times")
 
 
 def test_unknown_patvm_op(tmp_path):
