@@ -94,13 +94,17 @@ def infer_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     g = model.graph
     nodes = [helper.make_node("Identity", [n.input[0]], [n.output[0]], name=n.name) if is_paquantize(n) else n
              for n in g.node]
+    declared = {i.name for i in g.input}
     small = [t for t in g.initializer if int(np.prod(t.dims)) <= SMALL_CONSTANT]
     big = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-           for t in g.initializer if int(np.prod(t.dims)) > SMALL_CONSTANT]
+           for t in g.initializer if int(np.prod(t.dims)) > SMALL_CONSTANT and t.name not in declared]
     light = helper.make_model(helper.make_graph(nodes, g.name, list(g.input) + big, list(g.output), small),
                               opset_imports=list(model.opset_import))
     light.ir_version = model.ir_version
-    inferred = onnx.shape_inference.infer_shapes(light, data_prop=True).graph
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, data_prop=True).graph
+    except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
+        raise ModelError(f"stats: shape inference failed: {_first_line(exc)}") from exc
     shapes = {}
     for vi in (*inferred.input, *inferred.value_info, *inferred.output):
         dims = _dims(vi)

@@ -64,7 +64,8 @@ class NetBuilder:
 
     def conv(self, x: Act, out_channels: int, kernel: int, stride: int = 1, group: int = 1,
              binary: bool = False) -> Act:
-        """He-initialised conv, 'same' padding. binary: W -> W_bar, and x must be a quantizer output."""
+        """He-initialised (kaiming normal, fan-out, as torchvision) conv with 'same' padding.
+        binary: W -> W_bar (PA eq. 6 / ABC eq. 5), and x must be a quantizer output."""
         fan_out = out_channels * kernel * kernel // group
         w = self.rng.standard_normal((out_channels, x.channels // group, kernel, kernel), dtype=np.float32)
         w *= np.float32(np.sqrt(2.0 / fan_out))
