@@ -144,24 +144,29 @@ class GenericCPU(ScheduleRule):
             return None
         _inline_all_except(sch, {names[-1]})
         for name in block_names(sch):
-            block = sch.get_sblock(name)
-            iters = sch.get(block).iter_vars
-            spatial = sum(1 for iv in iters if iv.iter_type == 0)
-            loops = sch.get_loops(block)
-            if len(loops) != len(iters) or spatial == 0:
-                continue
-            if spatial < len(iters) and spatial >= 2:
-                # reduction: move the innermost spatial loop inside the reductions and vectorise it
-                inner = loops[spatial - 1]
-                if 4 <= _extent(sch, inner) <= 64:
-                    sch.reorder(*loops[spatial:], inner)
-                    try:
-                        sch.decompose_reduction(block, loops[spatial])
-                        sch.vectorize(inner)
-                    except Exception:  # noqa: BLE001 - keep the reordered, unvectorised loop nest
-                        pass
-            elif spatial == len(iters) and _extent(sch, loops[-1]) >= 4:
-                lo, li = sch.split(loops[-1], [None, largest_divisor(_extent(sch, loops[-1]), (16, 8, 4, 1))])
-                sch.vectorize(li)
-            _parallel_outer(sch, sch.get_sblock(name), max(1, spatial - 1), _cores(target))
+            try:
+                self._schedule_block(sch, sch.get_sblock(name), _cores(target))
+            except s_tir.ScheduleError:
+                continue  # this block keeps its default loop nest; correctness is unaffected
         return sch
+
+    @staticmethod
+    def _schedule_block(sch: s_tir.Schedule, block, cores: int) -> None:
+        iters = sch.get(block).iter_vars
+        spatial = sum(1 for iv in iters if iv.iter_type == 0)
+        loops = sch.get_loops(block)
+        if len(loops) != len(iters) or spatial == 0:
+            return
+        _parallel_outer(sch, block, max(1, spatial - 1), cores)
+        loops = sch.get_loops(block)
+        inner = loops[-1 - (len(iters) - spatial)] if spatial < len(iters) else loops[-1]
+        if spatial < len(iters):
+            # reduction: the innermost spatial loop goes inside the reductions, vectorised
+            first_reduction = loops[len(loops) - (len(iters) - spatial)]
+            if 4 <= _extent(sch, inner) <= 64:
+                sch.reorder(*loops[len(loops) - (len(iters) - spatial):], inner)
+                sch.vectorize(inner)
+            sch.decompose_reduction(block, first_reduction)
+        elif _extent(sch, inner) >= 4:
+            _, lanes = sch.split(inner, [None, largest_divisor(_extent(sch, inner), (16, 8, 4, 1))])
+            sch.vectorize(lanes)
