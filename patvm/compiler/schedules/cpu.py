@@ -108,13 +108,11 @@ class BitSerialCPU(ScheduleRule):
         if o_tile > 1:
             sch.vectorize(oi)
         sch.decompose_reduction(conv, kh)
-        # the output (with its inlined epilogue) per output row, right after the conv of that row
-        for name in [last] + sorted(side):
-            block = sch.get_sblock(name)
-            if name == last:
-                sch.reverse_compute_at(block, row)
-            else:
-                sch.compute_at(block, row)
+        if side:  # correction terms: small separate loop nests, each parallel
+            for name in sorted(side) + [last]:
+                _parallel_outer(sch, sch.get_sblock(name), 2, _cores(target))
+        else:  # the output (with its inlined epilogue) per output row, right after that row's conv
+            sch.reverse_compute_at(sch.get_sblock(last), row)
         return sch
 
 
