@@ -65,7 +65,7 @@ def decompose_weights(w_bar: np.ndarray, max_values: int = MAX_WEIGHT_VALUES) ->
 
     One-hot: a plane per value other than the offset (0 when 0 occurs, else the most frequent value).
     Basis: when the K = 2^b values are the subset sums of b generators over the smallest value (ABC-Net),
-    b planes. The smaller of the two wins.
+    b planes, taken only when it reproduces every value exactly in float64. The smaller of the two wins.
     """
     w = np.asarray(w_bar, np.float32)
     values, inverse, counts = np.unique(w, return_inverse=True, return_counts=True)
@@ -94,7 +94,7 @@ def decompose_weights(w_bar: np.ndarray, max_values: int = MAX_WEIGHT_VALUES) ->
                         rest -= gens[g]
             planes = np.stack([bits[g][inverse] for g in range(len(gens))])
             candidate = WeightPlanes(lo, np.asarray(gens), planes, "basis")
-            if np.allclose(candidate.reconstruct(), w, rtol=0, atol=tol * 4):
+            if np.array_equal(candidate.reconstruct(), w.astype(np.float64)):  # exact, or one-hot stays
                 best = candidate
     return best
 
@@ -124,6 +124,7 @@ def plane_conv2d(x: np.ndarray, staircase: Staircase, w_bar: np.ndarray, stride:
     C = x.shape[1]
     valid = np.ones((1, C) + x.shape[2:]) * (a0.reshape(1, -1, 1, 1) if a0.ndim else a0)
     out = conv2d_nchw(valid, w_bar, stride, pad)
+    out = np.repeat(out, x.shape[0], axis=0)            # the bottom-level term is the same for every image
     ones = np.ones((1,) + w_bar.shape[1:])
     for j in range(staircase.N):
         d = deltas[..., j]

@@ -54,7 +54,6 @@ def test_constant_tensor_needs_no_plane():
     assert wp.count == 0 and np.array_equal(wp.reconstruct(), np.full((2, 2), 0.75))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the basis decomposition is exact only to ~1e-6, not bit for bit")
 def test_basis_decomposition_is_exact_for_non_dyadic_values():
     w = np.array([0.1, 0.2, 0.3, 0.4], np.float32)  # 0.1 + {0, 0.1} + {0, 0.2}: the basis form wins
     wp = decompose_weights(w)

@@ -49,13 +49,7 @@ def inputs_hitting_thresholds(rng, shape, staircase: Staircase) -> np.ndarray:
     return x
 
 
-def has_no_weight_plane(w_bar) -> bool:
-    """Known bug in plane_conv2d (test_all_zero_weights_keep_the_batch below): excluded until fixed."""
-    return not np.any(w_bar)
-
-
 def assert_eq19_close(x, staircase, w_bar, stride, pad):
-    assume(x.shape[0] == 1 or not has_no_weight_plane(w_bar))
     got = plane_conv2d(x, staircase, w_bar, stride, pad)
     qx = staircase.quantize(x)
     expect = conv2d_nchw(qx, w_bar, stride, pad)
@@ -164,7 +158,6 @@ def test_one_hot_planes_are_disjoint_and_sum_to_the_staircase(shape, N, seed):
     assert np.array_equal(y, staircase.quantize(x).astype(np.float64))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: plane_conv2d returns batch 1 when w_bar has no plane (all zero)")
 def test_all_zero_weights_keep_the_batch():
     x = np.ones((2, 1, 1, 1), np.float32)
     staircase = Staircase(np.array([0.5], np.float32), np.array([0.0, 1.0], np.float32))
