@@ -1,0 +1,47 @@
+"""Check a compiled model against onnxruntime on the same ONNX (the reference executor)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Comparison:
+    max_abs_diff: float
+    output_range: float
+    fraction_off: float          # elements off by more than 1e-3 of the reference output's range
+    top1_agreement: float        # over the batch (argmax over all but the first axis)
+
+    def summary(self) -> str:
+        return (f"vs onnxruntime: max |diff| {self.max_abs_diff:.3g} (output range {self.output_range:.3g}), "
+                f"{100 * self.fraction_off:.3f}% of elements off by > 1e-3 of range, "
+                f"top-1 agreement {100 * self.top1_agreement:.1f}%")
+
+
+def onnxruntime_outputs(model_or_path, inputs: dict) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    from patvm.onnx_format.validate import load_model
+    model = load_model(model_or_path)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return sess.run(None, inputs)
+
+
+def compare_outputs(got: np.ndarray, want: np.ndarray) -> Comparison:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    span = float(want.max() - want.min()) if want.size else 0.0
+    diff = np.abs(got - want)
+    batch = want.shape[0] if want.ndim > 1 else 1
+    top1 = np.mean(np.argmax(got.reshape(batch, -1), 1) == np.argmax(want.reshape(batch, -1), 1))
+    return Comparison(float(diff.max()) if diff.size else 0.0, span, float(np.mean(diff > 1e-3 * span)), float(top1))
+
+
+def compare_with_onnxruntime(model_or_path, x: np.ndarray, output: np.ndarray, input_name: str | None = None) -> Comparison:
+    from patvm.compiler.importer import graph_inputs
+    from patvm.onnx_format.validate import load_model
+    model = load_model(model_or_path)
+    name = input_name or graph_inputs(model)[0].name
+    return compare_outputs(output, onnxruntime_outputs(model, {name: x})[0])
