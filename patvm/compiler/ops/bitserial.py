@@ -9,7 +9,8 @@ base_term[o,kh,kw] = sum_c a0[c] * W_bar[o,c,kh,kw]. Padded positions hold 0 bit
 counts positions inside the image, so zero padding is exact also when 0 is not an activation level
 (ABC-Net). See patvm.approx.planes for the derivation.
 
-Block names are the contract with patvm.compiler.schedules: "bitserial_conv", "window_count",
+Block names are the contract with patvm.compiler.schedules: "bitserial_counts" (uint64 popcount sums
+per plane pair), "bitserial_conv" (their phi-weighted sum), "window_count",
 "base_level_term", "bitserial_output".
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import te, topi
 
+COUNT_BLOCK = "bitserial_counts"
 CONV_BLOCK = "bitserial_conv"
 OUTPUT_BLOCK = "bitserial_output"
 
@@ -51,11 +53,17 @@ def bitserial_conv2d(A: te.Tensor, Wp: te.Tensor, phi: te.Tensor, geometry: Conv
     def popc(x):
         return tvm.tirx.popcount(x).astype("int32").astype("float32")
 
+    # integer popcount sums per (weight plane, activation plane): the float scale is applied once per
+    # output, not once per word (int->float conversions are the costly part of the inner loop)
+    counts = te.compute(
+        (n_, oh_, ow_, nw, na, o_),
+        lambda n, oh, ow, pi, pj, o: te.sum(
+            tvm.tirx.popcount(A_pad[n, oh * s + kh, ow * s + kw, pj, cw] & Wp[kh, kw, pi, cw, o]),
+            axis=[kh, kw, cw]),
+        name=COUNT_BLOCK)
     conv = te.compute(
         (n_, oh_, ow_, o_),
-        lambda n, oh, ow, o: te.sum(
-            phi[i, j] * popc(A_pad[n, oh * s + kh, ow * s + kw, j, cw] & Wp[kh, kw, i, cw, o]),
-            axis=[kh, kw, i, j, cw]),
+        lambda n, oh, ow, o: te.sum(phi[i, j] * counts[n, oh, ow, i, j, o].astype("float32"), axis=[i, j]),
         name=CONV_BLOCK)
 
     window = None

@@ -15,7 +15,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
-from patvm.compiler.ops.bitserial import CONV_BLOCK, OUTPUT_BLOCK
+from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK
 
 
 def block_names(sch: s_tir.Schedule) -> list[str]:
@@ -73,6 +73,18 @@ def _parallel_outer(sch: s_tir.Schedule, block, spatial_count: int, cores: int) 
     sch.parallel(sch.fuse(*fused) if len(fused) > 1 else fused[0])
 
 
+def _tile_loops(sch: s_tir.Schedule, block, extents: dict[str, int], start_after) -> dict:
+    """Name the loops of `block` below `start_after` after a compute_at, which drops unit-extent loops:
+    the remaining loops follow `extents` (name -> tile extent, in loop order), one per extent > 1."""
+    loops = sch.get_loops(block)
+    anchor = sch.get_sref(start_after)
+    position = next(k for k, lp in enumerate(loops) if sch.get_sref(lp).same_as(anchor))
+    below = loops[position + 1:]
+    kept = [name for name, extent in extents.items() if extent > 1]
+    assert [_extent(sch, lp) for lp in below] == [extents[k] for k in kept], "unexpected loop nest"
+    return dict(zip(kept, below))
+
+
 def _cores(target: Target) -> int:
     return int(target.attrs.get("num-cores", 2) or 2)
 
@@ -93,21 +105,36 @@ class BitSerialCPU(ScheduleRule):
             return None
         side = {"window_count", "base_level_term"} & set(names)
         last = names[-1]
-        _inline_all_except(sch, {CONV_BLOCK, last} | side)
+        _inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last} | side)
         conv = sch.get_sblock(CONV_BLOCK)
-        n, oh, ow, o, kh, kw, i, j, cw = sch.get_loops(conv)
+        counts = sch.get_sblock(COUNT_BLOCK)
+        n, oh, ow, o, i, j = sch.get_loops(conv)
         lanes = vector_lanes_u64(target)
         o_tile = largest_divisor(_extent(sch, o), self.o_tiles or (2 * lanes, lanes, 4, 2))
         ow_tile = largest_divisor(_extent(sch, ow), self.ow_tiles)
         owo, owi = sch.split(ow, [None, ow_tile])
         oo, oi = sch.split(o, [None, o_tile])
-        sch.reorder(n, oh, owo, oo, kh, kw, i, j, cw, owi, oi)
+        sch.reorder(n, oh, owo, oo, i, j, owi, oi)
         row = sch.fuse(n, oh)
         sch.parallel(row)
-        sch.unroll(owi)
+        # integer counts of one (ow_tile x o_tile) tile for all plane pairs, kept in registers / L1
+        sch.compute_at(counts, oo)
+        _, _, _, nw, na, _ = (int(iv.dom.extent) for iv in sch.get(counts).iter_vars[:6])
+        k_h, k_w, c_w = (int(iv.dom.extent) for iv in sch.get(counts).iter_vars[6:])
+        tile = _tile_loops(sch, counts, {"ow": ow_tile, "i": nw, "j": na, "o": o_tile, "kh": k_h, "kw": k_w,
+                                         "cw": c_w}, start_after=oo)
+        order = [tile[k] for k in ("i", "j", "kh", "kw", "cw", "ow", "o") if k in tile]
+        if len(order) > 1:
+            sch.reorder(*order)
+        if "ow" in tile:
+            sch.unroll(tile["ow"])
         if o_tile > 1:
+            sch.vectorize(tile["o"])
             sch.vectorize(oi)
-        sch.decompose_reduction(conv, kh)
+        first_reduction = next((tile[k] for k in ("kh", "kw", "cw") if k in tile), None)
+        if first_reduction is not None:
+            sch.decompose_reduction(counts, first_reduction)
+        sch.decompose_reduction(conv, i)
         if side:  # correction terms: small separate loop nests, each parallel
             for name in sorted(side) + [last]:
                 _parallel_outer(sch, sch.get_sblock(name), 2, _cores(target))
