@@ -155,3 +155,14 @@ def load_module(path: str | os.PathLike) -> CompiledModel:
     except Exception as exc:  # noqa: BLE001 - TVM raises its own error types for unloadable files
         raise PatvmError(f"cannot load {path}: {str(exc).strip().splitlines()[-1][:200]}") from exc
     return CompiledModel(module, meta["target"], meta["family"], meta["inputs"], meta["layers"])
+
+
+def module_source(module, fmt: str = "asm") -> str:
+    """The generated source of a built module and its imports (the host code lives in an import)."""
+    texts = []
+    for mod in [module] + list(getattr(module, "imports", [])):
+        try:
+            texts.append(mod.inspect_source(fmt))
+        except Exception:  # noqa: BLE001 - modules that cannot print this format
+            continue
+    return "\n".join(texts)

@@ -63,7 +63,8 @@ def bitserial_conv2d(A: te.Tensor, Wp: te.Tensor, phi: te.Tensor, geometry: Conv
         name=COUNT_BLOCK)
     conv = te.compute(
         (n_, oh_, ow_, o_),
-        lambda n, oh, ow, o: te.sum(phi[i, j] * counts[n, oh, ow, i, j, o].astype("float32"), axis=[i, j]),
+        lambda n, oh, ow, o: te.sum(phi[i, j] * counts[n, oh, ow, i, j, o].astype("int32").astype("float32"),
+                                     axis=[i, j]),
         name=CONV_BLOCK)
 
     window = None
