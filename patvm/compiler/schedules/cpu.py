@@ -157,6 +157,47 @@ class PackActivationCPU(ScheduleRule):
         return sch
 
 
+class Conv2dNCHWCPU(ScheduleRule):
+    """fp32 direct conv2d (TOPI's "conv2d_nchw" block): a (ff_tile x ow_tile) register block per step,
+    output columns vectorised, output channels unrolled; the padded input is materialised first."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        names = block_names(sch)
+        if "conv2d_nchw" not in names or len(sch.get_loops(sch.get_sblock("conv2d_nchw"))) != 7:
+            return None
+        last = names[-1]
+        keep = {"conv2d_nchw", "pad_temp", last}
+        _inline_all_except(sch, keep)
+        cores = _cores(target)
+        if "pad_temp" in block_names(sch):
+            _parallel_outer(sch, sch.get_sblock("pad_temp"), 2, cores)
+        conv = sch.get_sblock("conv2d_nchw")
+        n, ff, yy, xx, rc, ry, rx = sch.get_loops(conv)
+        lanes = 2 * vector_lanes_u64(target)  # float32 lanes: 16 on AVX-512, 8 on AVX2
+        ow_tile = largest_divisor(_extent(sch, xx), (2 * lanes, lanes, 8, 7, 4))
+        # ff_tile x ow_tile accumulators must fit the vector registers
+        ff_tile = largest_divisor(_extent(sch, ff), (4, 2) if ow_tile > lanes else (8, 4, 2))
+        ffo, ffi = sch.split(ff, [None, ff_tile])
+        xxo, xxi = sch.split(xx, [None, ow_tile])
+        sch.reorder(n, ffo, yy, xxo, rc, ry, rx, ffi, xxi)
+        outer = sch.fuse(n, ffo, yy)
+        sch.parallel(outer)
+        # accumulate the register block locally, write it once
+        local = sch.cache_write(conv, 0, "local")
+        sch.reverse_compute_at(local, xxo)
+        sch.unroll(ffi)
+        if ow_tile > 1:
+            sch.vectorize(xxi)
+            sch.vectorize(sch.get_loops(local)[-1])
+        sch.decompose_reduction(conv, rc)
+        if last != "conv2d_nchw":
+            _parallel_outer(sch, sch.get_sblock(last), 3, cores)
+        return sch
+
+
 class GenericCPU(ScheduleRule):
     """Any other PrimFunc: inline injective producers, parallel outer loops, vectorise inner spatial loops."""
 

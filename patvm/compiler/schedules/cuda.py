@@ -1,0 +1,206 @@
+"""Hand schedules for NVIDIA GPUs (target kind "cuda"), as dlight ScheduleRules.
+
+`BitSerialCUDA` (PrimFuncs with the "bitserial_conv" block): one thread per output value (pixel x output
+channel); the output channels vary fastest across the threads of a warp, so the weight words
+(`[KH, KW, NW, CW, O]`, O innermost) are read coalesced and the activation word is one broadcast load.
+Each thread ANDs 64-bit words and `__popcll`s them into per-plane-pair integer counters held in
+registers ("local"), then forms the phi-weighted sum (also in a register). Without correction terms the
+NCHW output, with the fused epilogue (bias, ReLU, residual add, ...) inlined into it, is written by the
+same thread right after; with correction terms ("window_count", "base_level_term") these are small
+spatial kernels of their own and the output is a following elementwise kernel. The pad is inlined (a
+select on the load).
+
+`PackActivationCUDA` (the thermometer packer): one thread per output word, with the image column `w`
+fastest across threads so that the float loads `X[n, c, h, w]` are coalesced; the 64-bit OR reduction
+runs serially (unrolled) in each thread.
+
+Every other PrimFunc (fp32 first/last layers, depthwise convs, pooling, dense, softmax, elementwise)
+goes to TVM's own dlight GPU rules: Matmul, GEMV, Reduction, GeneralReduction, then Fallback (which binds
+any loop nest; every PrimFunc must carry thread bindings or the CUDA build fails with "did you forget to
+bind?").
+
+`BitSerialTensorCoreCUDA` (optional, see docs/cuda.md): see the notes there on b1 MMA.
+"""
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir import dlight
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import Target
+
+from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK
+
+PACK_BLOCK = "pack_activation_planes"
+SIDE_BLOCKS = ("window_count", "base_level_term")
+
+
+def _is_cuda(target: Target) -> bool:
+    return target.kind.name == "cuda"
+
+
+def _max_threads(target: Target) -> int:
+    return int(target.attrs.get("max_num_threads", 1024) or 1024)
+
+
+def block_names(sch: s_tir.Schedule) -> list[str]:
+    return [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+
+
+def _extent(sch: s_tir.Schedule, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _inline_all_except(sch: s_tir.Schedule, keep: set[str]) -> None:
+    """Inline every injective block not in `keep` (pads, transposes, elementwise epilogues)."""
+    changed = True
+    while changed:
+        changed = False
+        for name in block_names(sch):
+            if name in keep:
+                continue
+            block = sch.get_sblock(name)
+            for inline in (sch.compute_inline, sch.reverse_compute_inline):
+                try:
+                    inline(block)
+                    changed = True
+                    break
+                except Exception:  # noqa: BLE001 - not inlinable this way: try the other, or keep it
+                    continue
+            if changed:
+                break
+
+
+def _threads_for(total: int, max_threads: int, preferred: int = 256) -> int:
+    """Threads per block for `total` independent work items: a multiple of the warp size, at most
+    `preferred`, and no more than needed (rounded up to a warp)."""
+    cap = max(32, min(preferred, max_threads))
+    return min(cap, max(32, (total + 31) // 32 * 32))
+
+
+def bind_spatial(sch: s_tir.Schedule, block, max_threads: int, preferred: int = 256, order=None):
+    """Fuse the spatial loops of `block` (in `order` if given: indices into its spatial loops), split the
+    result into (blockIdx.x, threadIdx.x); reductions stay serial in each thread, after decompose.
+    Returns the thread loop."""
+    iters = sch.get(block).iter_vars
+    loops = sch.get_loops(block)
+    assert len(loops) == len(iters), "block is not in its canonical loop nest"
+    spatial = [lp for lp, iv in zip(loops, iters) if iv.iter_type == tirx.IterVar.DataPar]
+    reduce = [lp for lp, iv in zip(loops, iters) if iv.iter_type != tirx.IterVar.DataPar]
+    if order is not None:
+        spatial = [spatial[k] for k in order]
+    if not spatial:
+        spatial = [sch.add_unit_loop(block)]
+    sch.reorder(*spatial, *reduce)
+    fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+    threads = _threads_for(_extent(sch, fused), max_threads, preferred)
+    bx, tx = sch.split(fused, [None, threads])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    if reduce:
+        sch.decompose_reduction(block, reduce[0])
+    return tx
+
+
+class BitSerialCUDA(ScheduleRule):
+    """One thread per (output pixel, output channel); see the module docstring."""
+
+    def __init__(self, threads: int = 128):
+        self.threads = threads
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or not _is_cuda(target):
+            return None
+        sch = s_tir.Schedule(func)
+        names = block_names(sch)
+        if CONV_BLOCK not in names or COUNT_BLOCK not in names:
+            return None
+        side = [name for name in SIDE_BLOCKS if name in names]
+        last = names[-1]
+        _inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last, *side})
+        max_threads = _max_threads(target)
+
+        conv = sch.get_sblock(CONV_BLOCK)
+        counts = sch.get_sblock(COUNT_BLOCK)
+        n, oh, ow, o, i, _j = sch.get_loops(conv)
+        fused = sch.fuse(n, oh, ow, o)          # o fastest: coalesced weight words across a warp
+        threads = _threads_for(_extent(sch, fused), max_threads, self.threads)
+        bx, tx = sch.split(fused, [None, threads])
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+        # the integer counts of this thread's output, all plane pairs, in registers
+        sch.compute_at(counts, tx)
+        sch.set_scope(counts, 0, "local")
+        count_loops = sch.get_loops(counts)[2:]  # below bx, tx: the plane loops (if > 1), kh, kw, cw
+        reduce_vars = [iv for iv in sch.get(counts).iter_vars if iv.iter_type != tirx.IterVar.DataPar]
+        n_reduce_loops = sum(1 for iv in reduce_vars if int(iv.dom.extent) > 1)
+        spatial_loops = count_loops[:len(count_loops) - n_reduce_loops]
+        for loop in spatial_loops:              # the nw x na plane pairs: small, unrolled registers
+            sch.unroll(loop)
+        if n_reduce_loops:
+            sch.decompose_reduction(counts, count_loops[len(spatial_loops)])
+        if side:
+            # correction terms: simple spatial kernels; the output (with the epilogue) after them
+            sch.decompose_reduction(conv, i)
+            for name in side:
+                bind_spatial(sch, sch.get_sblock(name), max_threads)
+            if last != CONV_BLOCK:
+                bind_spatial(sch, sch.get_sblock(last), max_threads)
+        else:
+            if last != CONV_BLOCK:
+                sch.set_scope(conv, 0, "local")
+                sch.reverse_compute_at(sch.get_sblock(last), tx)
+            sch.decompose_reduction(conv, i)
+        return sch
+
+
+class PackActivationCUDA(ScheduleRule):
+    """The thermometer packer: one thread per output word, w fastest (coalesced float loads)."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or not _is_cuda(target):
+            return None
+        sch = s_tir.Schedule(func)
+        names = block_names(sch)
+        if PACK_BLOCK not in names:
+            return None
+        _inline_all_except(sch, {PACK_BLOCK})
+        for name in block_names(sch):
+            block = sch.get_sblock(name)
+            if name == PACK_BLOCK:
+                # spatial loops n, h, w, j, cw -> order n, h, j, cw, w
+                tx = bind_spatial(sch, block, _max_threads(target), order=[0, 1, 3, 4, 2])
+                sch.unroll(sch.get_loops(block)[-1])
+                del tx
+            else:
+                bind_spatial(sch, block, _max_threads(target))
+        return sch
+
+
+def cuda_rules() -> list:
+    """The rules for family "cuda", in the order dlight tries them (first match wins)."""
+    gpu = dlight.gpu
+    return [
+        BitSerialCUDA(),
+        PackActivationCUDA(),
+        gpu.Matmul(),
+        gpu.GEMV(),
+        gpu.Reduction(),
+        gpu.GeneralReduction(),
+        gpu.Fallback(),
+    ]
+
+
+def cuda_source(module) -> str:
+    """The CUDA C source of a built module: an Executable, its `.mod`, or any runtime module. The CUDA
+    module sits two levels down (VM executable -> llvm host module -> cuda), so walk all imports."""
+    root = getattr(module, "mod", module)
+    texts, stack, seen = [], [root], set()
+    while stack:
+        mod = stack.pop()
+        if id(mod) in seen:
+            continue
+        seen.add(id(mod))
+        if mod.kind == "cuda":
+            texts.append(mod.inspect_source("cuda"))
+        stack.extend(reversed(list(mod.imports)))
+    return "\n".join(texts)
