@@ -30,7 +30,7 @@ def cmd_stats(args) -> None:
 
 def cmd_compile(args) -> None:
     import patvm
-    compiled = patvm.compile(args.model, target=args.target, tuning_db=args.tuning_db)
+    compiled = patvm.compile(args.model, target=args.target, tuning_db=args.tuning_db, strategy=args.strategy)
     compiled.export(args.output)
     if args.report:
         print(compiled.report())
@@ -48,7 +48,8 @@ def cmd_run(args) -> None:
     import patvm
     from patvm.verify import compare_with_onnxruntime
     x = _load_input(args.input)
-    model = patvm.load(args.model) if args.model.endswith(".so") else patvm.compile(args.model, target=args.target)
+    model = (patvm.load(args.model) if args.model.endswith(".so")
+             else patvm.compile(args.model, target=args.target, strategy=args.strategy))
     outputs = model.run(x)
     if args.output:
         from patvm.files import atomic_write_bytes
@@ -75,6 +76,11 @@ def cmd_targets(args) -> None:
 def cmd_demo(args) -> None:
     from patvm.demo import run_demo
     run_demo(M=args.M, N=args.N, image_size=args.image_size)
+
+
+def cmd_deploy(args) -> None:
+    from patvm.deploy import deploy_command
+    deploy_command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tuning-db", default=None)
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--report", action="store_true")
+    c.add_argument("--strategy", default="auto", choices=["auto", "bit-serial", "fp32"],
+                   help="per-layer choice (auto), every exact match bit-serial, or TVM's fp32 build")
     c.set_defaults(func=cmd_compile)
 
     r = sub.add_parser("run", help="run a compiled module (.so) or an ONNX model on an input .npy")
@@ -117,10 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target", default="host")
     r.add_argument("--verify", action="store_true", help="compare with onnxruntime on the same ONNX")
     r.add_argument("--onnx", dest="verify_onnx", help="the ONNX a .so was compiled from (for --verify)")
+    r.add_argument("--strategy", default="auto", choices=["auto", "bit-serial", "fp32"])
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("targets", help="list the target presets")
     t.set_defaults(func=cmd_targets)
+
+    dp = sub.add_parser("deploy", help="a folder for an aarch64 board: module, C++ runner, runtime, README; "
+                                       "optionally cross-build the runner and run it here under qemu")
+    dp.add_argument("model", nargs="?", help="PA-ONNX model, or a .so exported for an ARM target")
+    dp.add_argument("--target", default=None, help="ARM preset (default arm-a72; a .so keeps its own)")
+    dp.add_argument("-o", "--output", help="the folder to write")
+    dp.add_argument("--name", default="model", help="module file name in the folder (NAME.so)")
+    dp.add_argument("--fetch-runtime", action="store_true",
+                    help="download the aarch64 TVM runtime (pip, pinned versions) into the cache if missing")
+    dp.add_argument("--runtime-dir", help="aarch64 runtime folder (default ~/.cache/patvm/aarch64-runtime/...)")
+    dp.add_argument("--wheel-dir", help="with --fetch-runtime: take the aarch64 wheels from here (offline)")
+    dp.add_argument("--build", action="store_true", help="cross-compile the runner (aarch64-linux-gnu-g++)")
+    dp.add_argument("--run", metavar="INPUT.npy", help="run the module under qemu-aarch64 on this input")
+    dp.add_argument("--verify", action="store_true", help="with --run: compare with onnxruntime")
+    dp.add_argument("--onnx", dest="verify_onnx", help="the ONNX a .so was compiled from (for --verify)")
+    dp.set_defaults(func=cmd_deploy)
     return p
 
 

@@ -308,13 +308,14 @@ python3 -c "import numpy as np; y = np.load('output.npy'); print(y.shape, y.resh
 ```
 
 `--repeat 20` prints the mean and best latency of 20 more runs. Set `TVM_NUM_THREADS` to the number of
-cores to use ({threads} on this target). The board needs glibc >= 2.27 and libstdc++ from GCC >= 8{runner_note}.
+cores to use ({threads} on this target). The board needs glibc >= 2.27 and libstdc++ from GCC >= 8 (what the
+TVM runtime in lib/ needs){runner_note}.
 
 ## Here (x86), under qemu-user: checks results, never speed
 
 ```sh
 {here_build}
-qemu-aarch64 -L /usr/aarch64-linux-gnu ./runner $PWD/{module} input.npy -o output.npy
+qemu-aarch64 -L /usr/aarch64-linux-gnu ./runner {module} input.npy -o output.npy
 ```
 
 qemu emulates every instruction in software: its timings say nothing about the board.
@@ -351,7 +352,11 @@ def _compiled_for_deploy(model, target):
     if hasattr(model, "export") and hasattr(model, "family"):
         return model, None, model.target_name, model.family, model.inputs
     import patvm
-    compiled = patvm.compile(model, target=target or "arm-a72")
+    from patvm.targets import resolve_target
+    spec = resolve_target(target or "arm-a72")
+    if spec.family != "arm":   # refuse before the compile, not after
+        return None, None, spec.name, spec.family, []
+    compiled = patvm.compile(model, target=spec)
     return compiled, None, compiled.target_name, compiled.family, compiled.inputs
 
 
@@ -396,8 +401,10 @@ def deploy(model, target: str | None = "arm-a72", out_dir: str | os.PathLike = "
         shutil.copytree(runtime / "include", out / "include")
         files += [f"lib/{lib}" for lib in RUNTIME_LIBS] + ["include/"]
     runner = None
-    if build:
-        runner = build_runner(out / "runner", runtime)
+    if build:   # the runner does not depend on the model: reuse the one cached beside the runtime
+        runner = out / "runner"
+        shutil.copyfile(cached_runner(runtime), runner)
+        os.chmod(runner, 0o755)
         files.append("runner")
 
     try:
@@ -409,14 +416,17 @@ def deploy(model, target: str | None = "arm-a72", out_dir: str | os.PathLike = "
     pip_line = (f"pip install apache-tvm=={TVM_VERSION} apache-tvm-ffi=={TVM_FFI_VERSION}  # or copy lib/, "
                 "include/ from `patvm deploy --fetch-runtime`")
     if runtime is not None:
-        board_build = "make            # native g++; or use the cross-built ./runner as is" if build else "make"
+        board_build = "make            # native g++ on the board" + ("; or use the cross-built ./runner as is" if build else "")
         libs_line = ", `lib/` (the aarch64 TVM runtime), `include/` (tvm-ffi headers, to build the runner)"
     else:
-        board_build = (pip_line + "\nmake RUNTIME=/dev/null CXXFLAGS=\"-std=c++17 -O2 -I$(tvm-ffi-config --includedir)\" "
-                       "LDFLAGS=... # see README: easier to re-run patvm deploy with --fetch-runtime")
-        board_build = ("# this folder has no lib/ + include/: re-run `patvm deploy ... --fetch-runtime` here, or on the board\n"
-                       + pip_line + "\nmkdir -p lib include && cp $(python3 -c 'import tvm, os; print(os.path.dirname(tvm.__file__))')/lib/libtvm_runtime.so lib/\n"
-                       "cp $(tvm-ffi-config --libdir)/libtvm_ffi.so lib/ && cp -r $(tvm-ffi-config --includedir)/* include/\nmake")
+        board_build = (
+            "# this folder has no lib/ and include/ (the runtime was not fetched when it was written):\n"
+            "# re-run `patvm deploy ... --fetch-runtime` on the x86 machine, or take them from the wheels on the board:\n"
+            f"pip install apache-tvm=={TVM_VERSION} apache-tvm-ffi=={TVM_FFI_VERSION}\n"
+            "mkdir -p lib include\n"
+            "cp \"$(python3 -c 'import os, tvm; print(os.path.dirname(tvm.__file__))')/lib/libtvm_runtime.so\" lib/\n"
+            "cp \"$(tvm-ffi-config --libdir)/libtvm_ffi.so\" lib/ && cp -r \"$(tvm-ffi-config --includedir)\"/* include/\n"
+            "make")
         libs_line = ""
     here_build = ("make CXX=aarch64-linux-gnu-g++   # or: patvm deploy ... --build" if not build
                   else "# ./runner was cross-built by `patvm deploy --build`")
@@ -426,12 +436,66 @@ def deploy(model, target: str | None = "arm-a72", out_dir: str | os.PathLike = "
         inputs=", ".join(f"`{i['name']}` {i.get('dtype', 'float32')} {list(i['shape'])}" for i in inputs) or "see the sidecar",
         dirname=out.name, board_build=board_build, shape_args=", ".join(str(d) for d in first["shape"]),
         threads=threads, here_build=here_build,
-        runner_note=("; the cross-built `runner` needs the board's libstdc++ to be as new as the cross "
-                     "compiler's (Debian 12 / Raspberry Pi OS bookworm): if it refuses to start, `make` it on the board"
+        runner_note=("; the cross-built `runner` needs the board's C and C++ libraries as new as the cross "
+                     "compiler's: glibc >= 2.34, GCC >= 11 (Raspberry Pi OS / Debian 12 bookworm, Ubuntu 22.04); on "
+                     "older systems `make` it on the board"
                      if build else ""))
     (out / "README.md").write_text(readme)
     (out / "Makefile").write_text(MAKEFILE.format(cxxflags=" ".join(CXXFLAGS), threads=threads, module=module.name))
     return Deployment(out, module, target_name, files, runner, runtime)
+
+
+def _check_input(x: np.ndarray, inputs: list[dict], path: str) -> None:
+    if len(inputs) != 1:
+        raise PatvmError(f"the model takes {len(inputs)} inputs; --run takes one .npy (use run_on_qemu)")
+    spec = inputs[0]
+    if x.dtype != np.dtype(spec.get("dtype", "float32")) or list(x.shape) != list(spec["shape"]):
+        raise PatvmError(f"{path}: the model's input '{spec['name']}' is {spec.get('dtype', 'float32')} "
+                         f"{list(spec['shape'])}, the file holds {x.dtype} {list(x.shape)}")
+
+
+def deploy_command(args) -> None:
+    """`patvm deploy` (see patvm/cli.py for the options)."""
+    if args.model is None:
+        if not args.fetch_runtime:
+            raise PatvmError("give a MODEL (.onnx, or a .so exported for an ARM target), or --fetch-runtime")
+        print(fetch_runtime(args.runtime_dir, args.wheel_dir, quiet=False))
+        return
+    if not args.output:
+        raise PatvmError("-o DIR is required: the folder to write")
+    if args.verify and not args.run:
+        raise PatvmError("--verify needs --run INPUT.npy")
+    if args.fetch_runtime:
+        fetch_runtime(args.runtime_dir, args.wheel_dir, quiet=False)
+    x = None
+    if args.run:   # read the input before the (slow) compile, so that a bad file fails fast
+        try:
+            x = np.load(args.run, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise PatvmError(f"cannot read input {args.run}: {exc}") from exc
+    result = deploy(args.model, target=args.target, out_dir=args.output, name=args.name, build=args.build,
+                    runtime_dir=args.runtime_dir)
+    print(f"wrote {result.out_dir}/: {', '.join(result.files)}")
+    if result.runtime is None:
+        print("note: no aarch64 runtime in the folder (run with --fetch-runtime to add lib/ and include/)")
+    print(f"see {result.out_dir / 'README.md'} for the commands on the board")
+    if x is None:
+        return
+    meta = json.loads(Path(str(result.module) + ".json").read_text())
+    _check_input(x, meta.get("inputs", []), args.run)
+    run = run_on_qemu(result.module, x, runtime_dir=args.runtime_dir, runner=result.runner)
+    out_path = result.out_dir / "output.npy"
+    np.save(out_path, run.outputs[0])
+    y = run.outputs[0]
+    top1 = np.argmax(y.reshape(y.shape[0], -1), 1).tolist() if y.ndim > 1 else [int(np.argmax(y))]
+    print(f"ran under qemu in {run.seconds:.1f} s (emulated: says nothing about the board's speed): "
+          f"output shape {list(y.shape)}, top-1 {top1}; wrote {out_path}")
+    if args.verify:
+        onnx_path = args.verify_onnx or (args.model if str(args.model).endswith(".onnx") else None)
+        if onnx_path is None:
+            raise PatvmError("--verify on a .so needs --onnx MODEL.onnx (the model it was compiled from)")
+        from patvm.verify import compare_with_onnxruntime
+        print(compare_with_onnxruntime(onnx_path, x, y).summary())
 
 
 def main(argv=None) -> int:
