@@ -10,10 +10,13 @@ from patvm.errors import InputError, ModelError, PatvmError
 __version__ = "0.1.0"
 
 
-def compile(model, target="host", tuning_db=None):  # noqa: A001 - the public name the issue asks for
-    """Compile an ONNX PA model (path or ModelProto) for `target`; returns a CompiledModel."""
+def compile(model, target="host", tuning_db=None, strategy="auto"):  # noqa: A001 - the public name the issue asks for
+    """Compile an ONNX PA model (path or ModelProto) for `target`; returns a CompiledModel.
+
+    strategy "auto" picks bit-serial or dequantized fp32 per layer (see patvm.compiler.strategy);
+    "bit-serial" lowers every exact match; "fp32" is TVM's plain fp32 build of the same graph."""
     from patvm.compiler.pipeline import compile_model
-    return compile_model(model, target=target, tuning_db=tuning_db)
+    return compile_model(model, target=target, tuning_db=tuning_db, strategy=strategy)
 
 
 def load(path):

@@ -30,7 +30,7 @@ def cmd_stats(args) -> None:
 
 def cmd_compile(args) -> None:
     import patvm
-    compiled = patvm.compile(args.model, target=args.target, tuning_db=args.tuning_db)
+    compiled = patvm.compile(args.model, target=args.target, tuning_db=args.tuning_db, strategy=args.strategy)
     compiled.export(args.output)
     if args.report:
         print(compiled.report())
@@ -48,7 +48,8 @@ def cmd_run(args) -> None:
     import patvm
     from patvm.verify import compare_with_onnxruntime
     x = _load_input(args.input)
-    model = patvm.load(args.model) if args.model.endswith(".so") else patvm.compile(args.model, target=args.target)
+    model = (patvm.load(args.model) if args.model.endswith(".so")
+             else patvm.compile(args.model, target=args.target, strategy=args.strategy))
     outputs = model.run(x)
     if args.output:
         from patvm.files import atomic_write_bytes
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tuning-db", default=None)
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--report", action="store_true")
+    c.add_argument("--strategy", default="auto", choices=["auto", "bit-serial", "fp32"],
+                   help="per-layer choice (auto), every exact match bit-serial, or TVM's fp32 build")
     c.set_defaults(func=cmd_compile)
 
     r = sub.add_parser("run", help="run a compiled module (.so) or an ONNX model on an input .npy")
@@ -122,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target", default="host")
     r.add_argument("--verify", action="store_true", help="compare with onnxruntime on the same ONNX")
     r.add_argument("--onnx", dest="verify_onnx", help="the ONNX a .so was compiled from (for --verify)")
+    r.add_argument("--strategy", default="auto", choices=["auto", "bit-serial", "fp32"])
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("targets", help="list the target presets")

@@ -22,6 +22,7 @@ from patvm.approx.planes import decompose_weights
 from patvm.compiler.match import LayerMatch, match_layer, static_shape
 from patvm.compiler.ops.bitserial import ConvGeometry, bitserial_conv2d
 from patvm.compiler.ops.packing import pack_activation_planes, pack_weight_planes
+from patvm.compiler.strategy import StrategyPolicy
 
 OP_PATTERN_OUT_ELEMWISE_FUSABLE = 4
 OP_PATTERN_OPAQUE = 8
@@ -42,6 +43,7 @@ class LayerReport:
     output_shape: tuple = ()
     packed_weight_bytes: int = 0
     fp32_weight_bytes: int = 0
+    workload: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,10 @@ def make_conv_func(a_shape, consts: BinaryLayerConstants, geometry: ConvGeometry
 class BinaryLayerRewriter(PyExprMutator):
     """Rewrites matched conv2d/matmul calls; records a LayerReport for every conv2d/matmul it sees."""
 
-    def __init__(self, mod: tvm.IRModule, var2val: dict):
+    def __init__(self, mod: tvm.IRModule, var2val: dict, policy: StrategyPolicy):
         super().__init__(mod)
         self.var2val = var2val
+        self.policy = policy
         self.reports: list[LayerReport] = []
         self._packed: dict = {}      # quantizer output -> packed planes (pack once per quantizer)
         self._funcs: dict = {}       # PrimFunc cache: identical layer shapes share one kernel (and one tuning task)
@@ -144,10 +147,16 @@ class BinaryLayerRewriter(PyExprMutator):
         if match.reason is not None:
             report.reason = match.reason
             return call
-        return self._lower(match, report)
-
-    def _lower(self, match: LayerMatch, report: LayerReport) -> relax.Expr:
         consts = binary_layer_constants(match)
+        planes = int(consts.packed_weights.shape[2]) * match.staircase.N
+        report.M = int(consts.packed_weights.shape[2])
+        report.workload = workload_key(match)
+        strategy, report.reason = self.policy.choose(report.workload, planes)
+        if strategy != "bit-serial":
+            return call
+        return self._lower(match, consts, report)
+
+    def _lower(self, match: LayerMatch, consts: BinaryLayerConstants, report: LayerReport) -> relax.Expr:
         x = match.x
         x_shape = static_shape(x)
         if match.kind == "dense":
@@ -165,16 +174,22 @@ class BinaryLayerRewriter(PyExprMutator):
         if match.kind == "dense":
             y = relax.op.reshape(self.builder_.emit(y), (out_shape[0], out_shape[1]))
         report.strategy = "bit-serial"
-        report.M = int(consts.packed_weights.shape[2])
         report.weight_kind = consts.weight_kind
         report.packed_weight_bytes = int(consts.packed_weights.nbytes + consts.phi.nbytes)
         return y
 
 
-def lower_binary_layers(mod: tvm.IRModule) -> tuple[tvm.IRModule, list[LayerReport]]:
+def workload_key(match: LayerMatch) -> str:
+    """A layer's identity for measured strategy choices: kind, shapes, geometry, plane counts."""
+    return (f"{match.kind}:x{list(static_shape(match.x))}:w{list(match.weight.shape)}:s{match.stride}:p{match.pad}:"
+            f"values{len(np.unique(match.weight))}:N{match.staircase.N}")
+
+
+def lower_binary_layers(mod: tvm.IRModule, policy: StrategyPolicy | None = None
+                        ) -> tuple[tvm.IRModule, list[LayerReport]]:
     """Rewrite `main`; returns the new module (dead quantizer chains removed) and the per-layer report."""
     func = mod["main"]
-    rewriter = BinaryLayerRewriter(mod, relax.analysis.get_var2val(func))
+    rewriter = BinaryLayerRewriter(mod, relax.analysis.get_var2val(func), policy or StrategyPolicy("bit-serial"))
     new_main = rewriter.visit_expr(func)
     rewriter.builder_.update_func(rewriter.builder_.get().get_global_var("main"), new_main)
     new_mod = relax.transform.DeadCodeElimination(["main"])(rewriter.builder_.get())

@@ -15,27 +15,30 @@ from tvm import relax
 from patvm.compiler.build import build, prepare
 from patvm.compiler.importer import import_model
 from patvm.compiler.lower import lower_binary_layers
+from patvm.compiler.strategy import StrategyPolicy, default_policy, read_strategies
 from patvm.runtime import CompiledModel, layer_dicts
 from patvm.targets import resolve_target
 
 
-def frontend(model_or_path):
+def frontend(model_or_path, policy: StrategyPolicy | None = None):
     """Phases 1-3: (lowered Relax module, layer reports, graph inputs)."""
     mod, _, inputs = import_model(model_or_path)
     mod = relax.transform.FoldConstant()(mod)   # constant weight transposes (Gemm) become constants
-    mod, reports = lower_binary_layers(mod)
+    mod, reports = lower_binary_layers(mod, policy)
     return mod, reports, inputs
 
 
-def compile_model(model_or_path, target="host", tuning_db=None) -> CompiledModel:
+def compile_model(model_or_path, target="host", tuning_db=None, strategy="auto") -> CompiledModel:
+    """strategy: "auto" (per layer: measured choices from the tuning database, else the target's
+    M*N crossover), "bit-serial" (every exact match) or "fp32" (no lowering: TVM's fp32 build)."""
     start = time.perf_counter()
     spec = resolve_target(target)
-    mod, reports, inputs = frontend(model_or_path)
-    mod = prepare(mod, spec)
-    database = None
+    database, measured = None, None
     if tuning_db is not None:
         from patvm.tuning.database import open_database
-        database = open_database(tuning_db)
+        database, measured = open_database(tuning_db), read_strategies(tuning_db)
+    mod, reports, inputs = frontend(model_or_path, default_policy(spec, strategy, measured))
+    mod = prepare(mod, spec)
     executable = build(mod, spec, database)
     return CompiledModel(executable, spec.name, spec.family,
                          [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs],

@@ -34,7 +34,8 @@ def compiled_layer(tmp_path_factory):
     model, x = binary_layer_model(kind="conv", C=16, O=8, H=6, batch=2)
     save_model(model, folder / "layer.onnx")
     np.save(folder / "x.npy", x)
-    result = patvm_cli("compile", folder / "layer.onnx", "--target", "host", "-o", folder / "layer.so", "--report")
+    result = patvm_cli("compile", folder / "layer.onnx", "--target", "host", "-o", folder / "layer.so", "--report",
+                       "--strategy", "bit-serial")
     assert result.returncode == 0, result.stderr
     assert "bit-serial" in result.stdout
     return folder
@@ -50,7 +51,8 @@ def test_run_with_verify_matches(compiled_layer):
 
 
 def test_run_onnx_directly(compiled_layer):
-    result = patvm_cli("run", compiled_layer / "layer.onnx", "--input", compiled_layer / "x.npy", "--verify")
+    result = patvm_cli("run", compiled_layer / "layer.onnx", "--input", compiled_layer / "x.npy", "--verify",
+                       "--strategy", "bit-serial")
     assert result.returncode == 0 and "top-1 agreement 100.0%" in result.stdout
 
 

@@ -21,7 +21,7 @@ def layer():
 
 def test_export_reloads_in_fresh_process_with_plain_tvm(tmp_path, layer):
     model, x = layer
-    compiled = patvm.compile(model)
+    compiled = patvm.compile(model, strategy="bit-serial")
     path = tmp_path / "layer.so"
     compiled.export(path)
     np.save(tmp_path / "x.npy", x)
@@ -40,7 +40,7 @@ np.save({str(tmp_path / 'y.npy')!r}, vm["main"](tvm.runtime.tensor(np.load({str(
 
 
 def _asm(model, target):
-    return module_source(patvm.compile(model, target=target).module.mod)
+    return module_source(patvm.compile(model, target=target, strategy="bit-serial").module.mod)
 
 
 def test_avx512_preset_emits_vpopcntq(layer):
@@ -50,7 +50,7 @@ def test_avx512_preset_emits_vpopcntq(layer):
 
 def test_avx2_preset_has_no_avx512_and_runs_correctly(layer):
     model, x = layer
-    compiled = patvm.compile(model, target="x86-avx2")
+    compiled = patvm.compile(model, target="x86-avx2", strategy="bit-serial")
     asm = module_source(compiled.module.mod)
     assert "zmm" not in asm and "vpopcnt" not in asm
     assert "vpshufb" in asm  # the nibble-table popcount on ymm
@@ -60,7 +60,7 @@ def test_avx2_preset_has_no_avx512_and_runs_correctly(layer):
 @pytest.mark.skipif(not host_has_feature("avx512vpopcntdq"), reason="this CPU has no AVX-512 VPOPCNTDQ")
 def test_avx512_module_runs_here(layer):
     model, x = layer
-    np.testing.assert_array_equal(patvm.compile(model, target="x86-avx512").run(x)[0],
+    np.testing.assert_array_equal(patvm.compile(model, target="x86-avx512", strategy="bit-serial").run(x)[0],
                                   onnxruntime_run(model, {"x": x})[0])
 
 

@@ -82,3 +82,15 @@ def test_identical_layer_shapes_share_one_kernel():
     mod, reports, _ = frontend(g.model())
     kernels = [gv.name_hint for gv, _ in mod.functions_items() if "bitserial" in gv.name_hint]
     assert len(reports) == 3 and len(kernels) == 1
+
+
+def test_auto_strategy_keeps_large_MN_on_fp32_and_says_why():
+    model, x = binary_layer_model(C=16, O=8, H=6, batch=1)          # M=4 planes x N=4 planes
+    auto = patvm.compile(model, target="x86-avx2")                  # crossover 8 plane pairs
+    (strategy, reason), = strategies(auto)
+    assert strategy == "fp32" and "M*N=16" in reason
+    forced = patvm.compile(model, target="x86-avx2", strategy="bit-serial")
+    assert strategies(forced)[0][0] == "bit-serial"
+    np.testing.assert_array_equal(auto.run(x)[0], forced.run(x)[0])
+    small, _ = binary_layer_model(C=16, O=8, H=6, batch=1, weight_values=np.array([-0.5, 0.0, 0.5], np.float32))
+    assert strategies(patvm.compile(small, target="x86-avx2"))[0][0] == "bit-serial"  # M=2 x N=4 = 8 pairs

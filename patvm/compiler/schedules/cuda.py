@@ -101,6 +101,22 @@ def bind_spatial(sch: s_tir.Schedule, block, max_threads: int, preferred: int = 
     return tx
 
 
+def _loops_below(sch: s_tir.Schedule, block, anchor) -> tuple[list, list]:
+    """After compute_at(counts, anchor) with one output per thread: the (plane, reduction) loops of the
+    counts block below `anchor`. compute_at drops loops of extent 1, so the remaining loops are the
+    plane-pair loops (pi, pj) and the reductions (kh, kw, cw) whose extent is > 1, in that order."""
+    loops = sch.get_loops(block)
+    position = next(k for k, lp in enumerate(loops) if sch.get_sref(lp).same_as(sch.get_sref(anchor)))
+    below = loops[position + 1:]
+    iters = sch.get(block).iter_vars               # n, oh, ow, pi, pj, o, kh, kw, cw
+    planes = [int(iv.dom.extent) for iv in iters[3:5]]
+    reductions = [int(iv.dom.extent) for iv in iters[6:]]
+    kept_planes = sum(1 for e in planes if e > 1)
+    expected = [e for e in planes if e > 1] + [e for e in reductions if e > 1]
+    assert [_extent(sch, lp) for lp in below] == expected, "unexpected loop nest below the thread loop"
+    return below[:kept_planes], below[kept_planes:]
+
+
 class BitSerialCUDA(ScheduleRule):
     """One thread per (output pixel, output channel); see the module docstring."""
 
@@ -127,17 +143,19 @@ class BitSerialCUDA(ScheduleRule):
         bx, tx = sch.split(fused, [None, threads])
         sch.bind(bx, "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
-        # the integer counts of this thread's output, all plane pairs, in registers
+        # the integer counts of this thread's output, all plane pairs, in registers; the plane loops
+        # innermost and unrolled, so that each (kh, kw, cw) step loads NW weight words and NA activation
+        # words once and does NW x NA AND + __popcll on them
         sch.compute_at(counts, tx)
         sch.set_scope(counts, 0, "local")
-        count_loops = sch.get_loops(counts)[2:]  # below bx, tx: the plane loops (if > 1), kh, kw, cw
-        reduce_vars = [iv for iv in sch.get(counts).iter_vars if iv.iter_type != tirx.IterVar.DataPar]
-        n_reduce_loops = sum(1 for iv in reduce_vars if int(iv.dom.extent) > 1)
-        spatial_loops = count_loops[:len(count_loops) - n_reduce_loops]
-        for loop in spatial_loops:              # the nw x na plane pairs: small, unrolled registers
+        plane_loops, reduce_loops = _loops_below(sch, counts, tx)
+        if reduce_loops:
+            sch.reorder(*reduce_loops, *plane_loops)
+            sch.decompose_reduction(counts, reduce_loops[0])
+        for loop in plane_loops:
             sch.unroll(loop)
-        if n_reduce_loops:
-            sch.decompose_reduction(counts, count_loops[len(spatial_loops)])
+        for loop in sch.get_loops(conv)[2:]:    # the phi combine over (i, j): unrolled
+            sch.unroll(loop)
         if side:
             # correction terms: simple spatial kernels; the output (with the epilogue) after them
             sch.decompose_reduction(conv, i)
@@ -164,15 +182,19 @@ class PackActivationCUDA(ScheduleRule):
         if PACK_BLOCK not in names:
             return None
         _inline_all_except(sch, {PACK_BLOCK})
+        max_threads = _max_threads(target)
         for name in block_names(sch):
-            block = sch.get_sblock(name)
-            if name == PACK_BLOCK:
-                # spatial loops n, h, w, j, cw -> order n, h, j, cw, w
-                tx = bind_spatial(sch, block, _max_threads(target), order=[0, 1, 3, 4, 2])
-                sch.unroll(sch.get_loops(block)[-1])
-                del tx
-            else:
-                bind_spatial(sch, block, _max_threads(target))
+            if name != PACK_BLOCK:              # anything not inlinable: a plain spatial kernel
+                bind_spatial(sch, sch.get_sblock(name), max_threads)
+        block = sch.get_sblock(PACK_BLOCK)
+        # the word is OR-accumulated in a register and stored once
+        store = sch.cache_write(block, 0, "local")
+        # one thread per word; loops n, h, w, j, cw -> n, h, j, cw, w: w fastest across threads
+        tx = bind_spatial(sch, store, max_threads, order=[0, 1, 3, 4, 2])
+        sch.compute_at(block, tx)
+        bits = sch.get_loops(block)[-1]
+        sch.decompose_reduction(block, bits)
+        sch.unroll(bits)
         return sch
 
 
