@@ -17,7 +17,7 @@ def cmd_zoo(args) -> None:
     from patvm import zoo
     from patvm.onnx_format import save_model
     model = zoo.build_model(args.name, M=args.M, N=args.N, seed=args.seed, batch=args.batch,
-                            image_size=args.image_size)
+                            image_size=args.image_size, exact=args.exact)
     save_model(model, args.output)
     print(f"wrote {args.output}")
 
@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--batch", type=int, default=1)
     z.add_argument("--image-size", type=int, default=224)
+    z.add_argument("--exact", action="store_true", help="dyadic parameters: fp32 sums exact in any order")
     z.add_argument("-o", "--output", required=True)
     z.set_defaults(func=cmd_zoo)
 

@@ -6,6 +6,19 @@ Input "input" [batch, 3, S, S] (NCHW), output "output" [batch, 1000] logits. Wei
 random, BatchNorm statistics and quantizer thresholds come from a numpy forward pass of a seeded random
 calibration batch (`patvm.zoo.builder`), so activations stay normalised through the whole depth.
 
+Exact mode, `build_model(..., exact=True)` (`patvm zoo ... --exact`): the same networks, with every number
+that enters fp32 arithmetic before the final GlobalAveragePool a short dyadic value (first-conv and
+depthwise weights, PA / ABC alphas, quantizer levels, BatchNorm with epsilon 0 and a power-of-4 variance),
+and every partial sum proven to fit the float32 significand while the model is built, for every input
+whose values are multiples of 1/32 in [-2, 2] (`patvm.zoo.exact.dyadic_images`). Such a model computes
+the same bits in any summation order, fused or not: onnxruntime at any optimisation level or thread count
+and a correct compiler agree exactly up to the pool, so every difference in the logits is the pool and the
+FC's own rounding (ulps). The normal models are chaotic instead: a rounding difference in one conv flips a
+quantizer threshold and the flips cascade. The worst bit count is in the model's metadata
+(`patvm.zoo.exact.EXACT_BITS_KEY`); models too wide for 24 bits are refused (e.g. abc- with M=8, N=7).
+Twins have no quantizers to bound their sums: exact mode only rounds their parameters. See
+`patvm.zoo.exact` for what is rounded and how the bound is kept.
+
 Names: an architecture (`resnet18`, `resnet34`, `resnet50`, `mobilenet-v1`, `densenet121`) is the
 full-precision twin; `pa-<arch>` and `abc-<arch>` are its binary versions (M, N ignored for twins). With
 the same seed a twin has exactly the real weights its binary versions approximate.
@@ -54,16 +67,18 @@ def _positive_int(value, what: str) -> None:
     require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{what} must be an integer >= 1, got {value!r}")
 
 
-def build_model(name: str, M: int = 4, N: int = 5, seed: int = 0, batch: int = 1, image_size: int = 224) -> onnx.ModelProto:
-    """Build, calibrate and check one zoo model (onnx.checker full check)."""
+def build_model(name: str, M: int = 4, N: int = 5, seed: int = 0, batch: int = 1, image_size: int = 224,
+                exact: bool = False) -> onnx.ModelProto:
+    """Build, calibrate and check one zoo model (onnx.checker full check); `exact`: see the module doc."""
     family, arch = _split(name)
-    scheme = Scheme(family, M, N) if family else None
+    require(isinstance(exact, bool), f"exact must be True or False, got {exact!r}")
+    scheme = Scheme(family, M, N, exact) if family else None
     _positive_int(batch, "batch")
     _positive_int(image_size, "image size")
     require(image_size >= MIN_IMAGE_SIZE, f"image size must be >= {MIN_IMAGE_SIZE}, got {image_size}")
     require(isinstance(seed, int) and seed >= 0, f"seed must be a non-negative integer, got {seed!r}")
     with single_threaded_blas():
-        return ARCHITECTURES[arch](NetBuilder(name, scheme, seed, batch, image_size))
+        return ARCHITECTURES[arch](NetBuilder(name, scheme, seed, batch, image_size, exact))
 
 
 __all__ = ["ARCHITECTURES", "ZOO_NAMES", "build_model", "twin_of"]

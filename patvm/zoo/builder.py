@@ -6,6 +6,10 @@ it in the finished network: BatchNorm running statistics from its input, quantiz
 the BN'd activation it quantizes. One builder serves PA, ABC-Net and the full-precision twins: with no
 scheme, `quantize` is the identity and binary convs keep their real weights, so a twin built with the
 same seed has the very weights the binary model approximates.
+
+exact=True (`patvm.zoo.exact`): the same networks with every parameter that meets fp32 arithmetic before
+the pool rounded to a short dyadic value where it is set, and (binary models) each activation carrying a
+`Grid` that proves every sum exact in any order; the calibration batch is dyadic images.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import onnx
 from patvm.errors import require
 from patvm.onnx_format import GraphWriter
 from patvm.zoo import calibrate
+from patvm.zoo import exact as ex
 from patvm.zoo.schemes import Scheme
 
 NUM_CLASSES = 1000
@@ -28,6 +33,7 @@ class Act:
 
     name: str
     data: np.ndarray
+    grid: ex.Grid | None = None   # exact mode: what every input can make of it (None otherwise)
 
     @property
     def channels(self) -> int:
@@ -35,9 +41,15 @@ class Act:
 
 
 class NetBuilder:
-    def __init__(self, name: str, scheme: Scheme | None, seed: int, batch: int, image_size: int):
+    def __init__(self, name: str, scheme: Scheme | None, seed: int, batch: int, image_size: int,
+                 exact: bool = False):
         self.writer = GraphWriter(name)
         self.scheme = scheme
+        self.exact = exact
+        # A twin has no quantizer to reset the grid: its sums compound through the depth, so no bound is
+        # kept for it (exact mode rounds its parameters all the same). Without an input grid, none is kept.
+        self.tracked = exact and scheme is not None
+        self.budget = ex.BitBudget()
         self.rng = np.random.default_rng(seed)   # weights and BN affine parameters, in build order
         self.seed, self.batch, self.image_size = seed, batch, image_size
         self._quantized: set[str] = set()
@@ -46,11 +58,15 @@ class NetBuilder:
     def input(self) -> Act:
         S = self.image_size
         name = self.writer.input("input", [self.batch, 3, S, S])
-        return Act(name, calibrate.calibration_images(self.seed, S))
+        return Act(name, calibrate.calibration_images(self.seed, S, self.exact),
+                   self.budget.input(3) if self.tracked else None)
 
     def output(self, logits: Act) -> onnx.ModelProto:
         self.writer.output(logits.name, [self.batch, NUM_CLASSES])
-        return self.writer.model()
+        model = self.writer.model()
+        if self.tracked:
+            onnx.helper.set_model_props(model, {ex.EXACT_BITS_KEY: f"{self.budget.worst:.2f}"})
+        return model
 
     # ---- binary-layer pieces
     def quantize(self, x: Act) -> Act:
@@ -58,7 +74,8 @@ class NetBuilder:
         if self.scheme is None:
             return x
         stair = self.scheme.staircase(x.data)
-        y = Act(self.writer.pa_quantize(x.name, stair), stair.quantize(x.data))
+        y = Act(self.writer.pa_quantize(x.name, stair), stair.quantize(x.data),
+                self.budget.quantize(x.grid, stair.levels))
         self._quantized.add(y.name)
         return y
 
@@ -72,9 +89,12 @@ class NetBuilder:
         if binary and self.scheme is not None:
             require(x.name in self._quantized, f"binary conv on {x.name}, which is not a PAQuantize output")
             w = self.scheme.approximate(w)
+        elif self.exact and not binary:   # a twin keeps the real weights its binary versions approximate
+            w = ex.to_dyadic(w, ex.FP_WEIGHT_BITS)
         pad = kernel // 2
-        return Act(self.writer.conv(x.name, w, stride=stride, pad=pad, group=group),
-                   calibrate.conv2d(x.data, w, stride, pad, group))
+        name = self.writer.conv(x.name, w, stride=stride, pad=pad, group=group)
+        return Act(name, calibrate.conv2d(x.data, w, stride, pad, group),
+                   self.budget.conv(x.grid, w, group, binary, name))
 
     def batchnorm(self, x: Act) -> Act:
         """Running statistics of x itself, so the output is ~N(beta, gamma^2); gamma ~ 1, beta ~ 0."""
@@ -82,8 +102,12 @@ class NetBuilder:
         gamma = np.clip(1.0 + 0.1 * self.rng.standard_normal(C), 0.5, 1.5).astype(np.float32)
         beta = (0.1 * self.rng.standard_normal(C)).astype(np.float32)
         mean, var = calibrate.channel_stats(x.data)
-        return Act(self.writer.batchnorm(x.name, gamma, beta, mean, var, calibrate.BN_EPS),
-                   calibrate.batchnorm(x.data, gamma, beta, mean, var))
+        eps = calibrate.BN_EPS
+        if self.exact:
+            (gamma, beta, mean, var), eps = ex.batchnorm_params(gamma, beta, mean, var), 0.0
+        name = self.writer.batchnorm(x.name, gamma, beta, mean, var, eps)
+        return Act(name, calibrate.batchnorm(x.data, gamma, beta, mean, var, eps),
+                   self.budget.batchnorm(x.grid, gamma, beta, mean, var, name))
 
     def conv_bn(self, x: Act, out_channels: int, kernel: int, stride: int = 1, group: int = 1,
                 binary: bool = False, relu: bool = False) -> Act:
@@ -100,19 +124,24 @@ class NetBuilder:
 
     # ---- plain layers
     def relu(self, x: Act) -> Act:
-        return Act(self.writer.relu(x.name), np.maximum(x.data, 0))
+        return Act(self.writer.relu(x.name), np.maximum(x.data, 0), self.budget.relu(x.grid))
 
     def add(self, a: Act, b: Act) -> Act:
-        return Act(self.writer.add(a.name, b.name), a.data + b.data)
+        name = self.writer.add(a.name, b.name)
+        return Act(name, a.data + b.data, self.budget.add(a.grid, b.grid, name))
 
     def concat(self, xs: list[Act]) -> Act:
-        return Act(self.writer.concat([x.name for x in xs]), np.concatenate([x.data for x in xs], axis=1))
+        return Act(self.writer.concat([x.name for x in xs]), np.concatenate([x.data for x in xs], axis=1),
+                   ex.concat([x.grid for x in xs]))
 
     def maxpool(self, x: Act, kernel: int, stride: int, pad: int) -> Act:
-        return Act(self.writer.maxpool(x.name, kernel, stride, pad), calibrate.maxpool(x.data, kernel, stride, pad))
+        return Act(self.writer.maxpool(x.name, kernel, stride, pad), calibrate.maxpool(x.data, kernel, stride, pad),
+                   x.grid)
 
     def avgpool(self, x: Act, kernel: int, stride: int) -> Act:
-        return Act(self.writer.avgpool(x.name, kernel, stride), calibrate.avgpool(x.data, kernel, stride))
+        name = self.writer.avgpool(x.name, kernel, stride)
+        return Act(name, calibrate.avgpool(x.data, kernel, stride),
+                   self.budget.avgpool(x.grid, kernel, name))
 
     def classifier(self, x: Act) -> Act:
         """GlobalAveragePool -> Flatten -> full-precision FC (Gemm) to the 1000 logits."""

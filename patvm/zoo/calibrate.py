@@ -13,6 +13,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from patvm.errors import require
+from patvm.zoo.exact import dyadic_images
 
 BN_EPS = 1e-5
 
@@ -27,15 +28,19 @@ def single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def calibration_images(seed: int, image_size: int) -> np.ndarray:
-    """[n, 3, S, S] standard-normal images (a seeded stream of their own, apart from the weights).
+def calibration_images(seed: int, image_size: int, exact: bool = False) -> np.ndarray:
+    """[n, 3, S, S] standard-normal images (a seeded stream of their own, apart from the weights), or in
+    exact mode the dyadic images exact models take (`patvm.zoo.exact.dyadic_images`).
 
     Two images at ImageNet sizes; more at small sizes so the deep layers (1x1 spatially) still see
     enough samples per channel for usable BatchNorm statistics.
     """
     n = 2 if image_size >= 112 else 8
     rng = np.random.default_rng([seed, 1])
-    return rng.standard_normal((n, 3, image_size, image_size), dtype=np.float32)
+    shape = (n, 3, image_size, image_size)
+    if exact:
+        return dyadic_images(rng, shape)
+    return rng.standard_normal(shape, dtype=np.float32)
 
 
 def _pad(x: np.ndarray, pad: int, value: float = 0.0) -> np.ndarray:
