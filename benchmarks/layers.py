@@ -24,6 +24,7 @@ Outputs: <out>/layers.json (all samples), layers.md, layers.png.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -276,6 +277,15 @@ def plot(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def rewrite_outputs(json_path: Path, out: Path) -> int:
+    data = json.loads(Path(json_path).read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    common.write_text(out / f"{NAME}.md", markdown(data))
+    plot(data, out / f"{NAME}.png")
+    common.progress(f"rewrote {out / NAME}.md/.png from {json_path}", NAME)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -287,7 +297,11 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--roofline", type=Path, default=None, help="roofline.json (default <out>/roofline.json)")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help=f"only rewrite {NAME}.md and {NAME}.png in --out from this {NAME}.json (no measuring)")
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        return rewrite_outputs(args.from_json, args.out)
     args.layer_keys = select_layers(args.layers, args.quick)
     args.scheme_names = args.schemes or (QUICK_SCHEMES if args.quick else list(SCHEMES))
 

@@ -1,0 +1,73 @@
+"""Smoke runs of the benchmark scripts (`pytest -m bench`): each runs with --quick on tiny shapes into a
+temporary folder and writes its json / md / png. Nothing here checks a speed: the machine may be busy."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "benchmarks"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+pytestmark = pytest.mark.bench
+
+
+def run_script(name: str, out: Path, *extra: str, timeout: int = 900) -> None:
+    cmd = [sys.executable, str(BENCH / f"{name}.py"), "--quick", "--out", str(out), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+def check_outputs(out: Path, name: str) -> dict:
+    paths = {ext: out / f"{name}.{ext}" for ext in ("json", "md", "png")}
+    for ext, path in paths.items():
+        assert path.is_file() and path.stat().st_size > 0, f"{path} missing"
+    data = json.loads(paths["json"].read_text())
+    machine = data["machine"]
+    for key in ("cpu", "features", "cores", "versions", "date", "command"):
+        assert key in machine, key
+    text = paths["md"].read_text()
+    assert text.startswith("# ") and "|---|" in text
+    assert paths["png"].read_bytes()[:8] == PNG_MAGIC
+    return data
+
+
+def test_roofline_quick(tmp_path):
+    run_script("roofline", tmp_path, "--threads", "1")
+    data = check_outputs(tmp_path, "roofline")
+    entry = data["threads"]["1"]
+    assert "popcnt-scalar" in entry["paths"]
+    assert entry["popcount"]["path"] in data["paths"] and entry["popcount"]["per_s"] > 0
+    assert entry["fp32"] is None or entry["fp32"]["per_s"] > 0
+
+
+def test_layers_quick(tmp_path):
+    run_script("layers", tmp_path, "--threads", "1", "--layers", "3x3-16x8", "--schemes", "pa2x1", "abc1x1")
+    data = check_outputs(tmp_path, "layers")
+    rows = data["rows"]
+    assert {r["scheme"] for r in rows} == {"pa2x1", "abc1x1"}
+    for r in rows:
+        assert r["threads"] == 1 and r["layer"] == "3x3-16x8"
+        assert r["plane_pairs"] >= 1 and r["bit_serial_ms"]["median"] > 0 and r["ort_fp32_ms"]["median"] > 0
+        assert r["roofline_fraction"] is not None and r["roofline_fraction"] > 0
+        assert r["rel_error_vs_ort"] < 1e-3            # the timed kernels compute the layer
+    # the markdown / plot can be rewritten from the JSON alone
+    again = tmp_path / "again"
+    subprocess.run([sys.executable, str(BENCH / "layers.py"), "--from-json", str(tmp_path / "layers.json"),
+                    "--out", str(again)], check=True, capture_output=True, cwd=REPO)
+    assert (again / "layers.md").read_text() == (tmp_path / "layers.md").read_text()
+
+
+def test_models_quick(tmp_path):
+    run_script("models", tmp_path, "--threads", "1", "--work-dir", str(tmp_path / "work"))
+    data = check_outputs(tmp_path, "models")
+    (row,) = data["rows"]
+    assert row["variant"] == "pa-resnet18-2x1" and row["batch"] == 1
+    assert row["patvm_ms"]["median"] > 0 and row["ort_fp32_ms"]["median"] > 0
+    assert row["rel_error_vs_ort_pa"] < 1e-2       # a deep net may flip a rare quantizer decision
+    (size,) = data["sizes"]
+    assert size["patvm_so_bytes"] > 0 and size["fp32_onnx_bytes"] > 0 and size["patvm_compile_seconds"] > 0
