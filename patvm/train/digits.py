@@ -65,8 +65,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((model(x).argmax(1) == y).float().mean())
 
 
-def train_digits(M: int = 4, N: int = 5, seed: int = 0, family: str = "pa", fp_epochs: int = 20,
-                 fine_tune_epochs: int = 15, threads: int | None = 2) -> dict:
+def train_digits(M: int = 4, N: int = 5, seed: int = 0, family: str = "pa", width: int = 16, fp_epochs: int = 20,
+                 fine_tune_epochs: int = 15, threads: int | None = 1) -> dict:
     """Full precision, then multiple-binary fine-tuning; returns accuracies, models and the test split.
 
     Keys: fp_acc, pa_acc (the multiple-binary model's test accuracy, for either family), fp_model,
@@ -79,7 +79,7 @@ def train_digits(M: int = 4, N: int = 5, seed: int = 0, family: str = "pa", fp_e
     try:
         torch.manual_seed(seed)
         x_train, y_train, x_test, y_test = load_digits_split(seed)
-        fp_model = digits_cnn()
+        fp_model = digits_cnn(width)
         fit(fp_model, x_train, y_train, fp_epochs, lr=3e-3, seed=seed)
         fp_acc = accuracy(fp_model, x_test, y_test)
 
