@@ -100,6 +100,8 @@ class Tensor:
     bound: float = 0.0      # dyadic: max |value|, also of every partial sum that produced it
     depth: int = 0          # quantizers on the longest path from the input (float mode keeps it <= 2)
     stair: Staircase | None = None   # for a quantizer output: its staircase
+    special: bool = False   # may hold NaN / +-inf: no Relu or MaxPool reads it (TVM's drop NaN, onnxruntime's
+                            # keep it: tests/reliability/test_regressions.py), quantizers map it to levels
 
 
 @dataclass
@@ -203,10 +205,12 @@ class GraphGenerator:
         """A tensor computed from `parts`: exp/bound default to their max (concat, pool, relu)."""
         self.consumed.update(p.name for p in parts)
         return Tensor(name, tuple(shape), max(p.exp for p in parts) if exp is None else exp,
-                      max(p.bound for p in parts) if bound is None else bound, max(p.depth for p in parts))
+                      max(p.bound for p in parts) if bound is None else bound, max(p.depth for p in parts),
+                      special=any(p.special for p in parts))
 
     def relu(self, t: Tensor) -> Tensor:
-        return self.derived(self.g.relu(t.name), t.shape, [t])
+        """ReLU, or `t` itself when it may hold NaN (callers check `special` before saying "relu")."""
+        return t if t.special else self.derived(self.g.relu(t.name), t.shape, [t])
 
     def add(self, a: Tensor, b: Tensor) -> Tensor | None:
         exp, bound = max(a.exp, b.exp), a.bound + b.bound
@@ -407,7 +411,7 @@ class GraphGenerator:
         y = self.derived(name, shape, [src], *eb)
         if relu is None:
             relu = self.c.bool(0.4)
-        return self.relu(y) if relu else y
+        return self.relu(y) if relu and not y.special else y
 
     def step_binary_conv(self, x: Tensor) -> Tensor | None:
         q, qdesc = self.quantize(x)
@@ -415,10 +419,45 @@ class GraphGenerator:
         out = self.c.int(1, 9)
         k, s, p = self._conv_geometry(h, w)
         weight, wdesc = self.binary_weight((out, c, k, k))
-        y = self.conv_layer(q, out, k, s, p, weight)
+        if self.c.bool(0.8):
+            y = self.conv_layer(q, out, k, s, p, weight)
+            geometry = f"k{k} s{s} p{p}"
+        else:
+            y, geometry = self.raw_conv(q, out, weight, k, s)
         if y is None:
             return None
-        return self.emit(y, f"binary conv [{qdesc}] [{wdesc}] O={out} k{k} s{s} p{p} -> {list(y.shape)}")
+        return self.emit(y, f"binary conv [{qdesc}] [{wdesc}] O={out} {geometry} -> {list(y.shape)}")
+
+    def raw_conv(self, q: Tensor, out: int, weight: np.ndarray, k: int, s: int) -> tuple[Tensor | None, str]:
+        """A Conv node the writer does not make: auto_pad (SAME_* with an odd kernel and stride 1 is
+        symmetric: bit-serial), or unequal strides / asymmetric pads / a non-square kernel (fp32)."""
+        n, c, h, w = q.shape
+        kind = self.c.choice(["auto_pad", "irregular"])
+        if kind == "auto_pad":
+            mode = self.c.choice(["SAME_UPPER", "SAME_LOWER", "VALID"])
+            if mode == "VALID" and (h < k or w < k):
+                return None, ""
+            attrs = dict(auto_pad=mode, strides=[s, s])
+            size = (lambda d: -(-d // s)) if mode != "VALID" else (lambda d: (d - k) // s + 1)
+            oh, ow = size(h), size(w)
+            desc = f"k{k} s{s} auto_pad={mode}"
+        else:
+            kh, kw = self.c.int(1, min(h, 4)), self.c.int(1, min(w, 4))
+            weight = weight[:, :, :kh, :kw] if kh <= k and kw <= k else self.binary_weight((out, c, kh, kw))[0]
+            sh, sw = self.c.int(1, 3), self.c.int(1, 3)
+            pads = [self.c.int(0, min(2, kh - 1)), self.c.int(0, min(2, kw - 1)),
+                    self.c.int(0, min(2, kh - 1)), self.c.int(0, min(2, kw - 1))]
+            attrs = dict(strides=[sh, sw], pads=pads)
+            oh, ow = (h + pads[0] + pads[2] - kh) // sh + 1, (w + pads[1] + pads[3] - kw) // sw + 1
+            desc = f"k{kh}x{kw} s{sh}x{sw} pads{pads}"
+        weight = np.ascontiguousarray(weight)
+        b = self.bias(out)
+        eb = self.linear_bound(q, weight.reshape(out, -1), b)
+        if eb is None:
+            return None, ""
+        args = [q.name, self.g.constant(weight, "conv_w")] + ([self.g.constant(b, "conv_b")] if b is not None else [])
+        name = self.g.node("Conv", args, "conv", kernel_shape=list(weight.shape[2:]), **attrs)
+        return self.derived(name, (n, out, oh, ow), [q], *eb), desc
 
     def step_residual(self, x: Tensor) -> Tensor | None:
         """x + conv(q(x)) (same shape), or ResNet's downsampling pair conv3x3_s2(q) + conv1x1_s2(q)."""
@@ -440,7 +479,7 @@ class GraphGenerator:
             desc = f"residual add [{qdesc}] [{wdesc}] k{2 * p + 1}"
         if y is None:
             return None
-        if self.c.bool(0.5):
+        if self.c.bool(0.5) and not y.special:
             y, desc = self.relu(y), desc + " relu"
         return self.emit(y, desc)
 
@@ -474,8 +513,17 @@ class GraphGenerator:
     def step_fp32(self, x: Tensor) -> Tensor | None:
         """A layer patvm must leave on the fp32 path (and compute exactly like onnxruntime)."""
         n, c, h, w = x.shape
-        kind = self.c.choice(["many-values", "grouped", "depthwise", "dilated", "unquantized", "quantizer-pool"])
+        kind = self.c.choice(["many-values", "grouped", "depthwise", "dilated", "unquantized", "quantizer-pool",
+                              "matmul-4d"])
         q, qdesc = (x, "") if kind == "unquantized" else self.quantize(x)
+        if kind == "matmul-4d":   # MatMul on the last axis of a 4-D quantizer output: not a dense layer
+            out = self.c.int(1, 6)
+            weight, _ = self.binary_weight((out, w))
+            eb = self.linear_bound(Tensor(q.name, q.shape, q.exp, q.bound), weight, None)
+            if eb is None:
+                return None
+            name = self.g.matmul(q.name, np.ascontiguousarray(weight.T))
+            return self.emit(self.derived(name, (n, c, h, out), [q], *eb), f"matmul on 4-D [{qdesc}]")
         if kind == "many-values":
             k, s, p = self._conv_geometry(h, w)
             out = max(self.c.int(1, 6), -(-(MAX_WEIGHT_VALUES + 1) // (c * k * k)))
@@ -521,7 +569,7 @@ class GraphGenerator:
 
     def step_simple(self, x: Tensor) -> Tensor | None:
         n, c, h, w = x.shape
-        kinds = ["max2", "max3", "avg2", "relu"] + ([] if self.dyadic else ["bn", "conv"])
+        kinds = ["avg2"] + ([] if x.special else ["max2", "max3", "relu"]) + ([] if self.dyadic else ["bn", "conv"])
         kind = self.c.choice(kinds)
         if kind == "relu":
             return self.emit(self.relu(x), "relu")
@@ -576,10 +624,19 @@ class GraphGenerator:
             return None
         if use_matmul:
             name, op = self.g.matmul(q.name, np.ascontiguousarray(weight.T)), "matmul"
+        elif self.c.bool(0.25):   # Gemm's alpha / beta (dyadic): the scale is applied after the matmul
+            alpha, beta = self.c.choice([0.5, 2.0, -1.0, 0.25]), self.c.choice([1.0, 0.5, -2.0])
+            scale = max(abs(alpha), abs(beta))
+            if self.dyadic and not representable(eb[1] * scale, eb[0] + 2):
+                return None
+            eb = (eb[0] + 2, eb[1] * scale)
+            args = [q.name, self.g.constant(weight, "fc_w")] + ([self.g.constant(b, "fc_b")] if b is not None else [])
+            name = self.g.node("Gemm", args, "gemm", transB=1, alpha=alpha, beta=beta)
+            op = f"gemm alpha={alpha} beta={beta}"
         else:
             name, op = self.g.gemm(q.name, weight, b), "gemm"
         y = self.derived(name, (x.shape[0], out), [q], *eb)
-        if self.c.bool(0.4):
+        if self.c.bool(0.4) and not y.special:
             y, op = self.relu(y), op + " relu"
         return self.emit(y, f"{desc}binary {op} [{qdesc}] [{wdesc}] O={out}")
 
@@ -597,14 +654,22 @@ class GraphGenerator:
     def build(self) -> FuzzCase:
         c = self.c
         batch = c.int(1, self.max_batch)
-        channels = c.choice([1, 2, 3, 4, 5, 7, 9, 13])
+        channels = c.choice([1, 2, 3, 4, 5, 7, 9, 13, 64, 65], [3, 3, 3, 3, 3, 3, 3, 2, 1, 1])
         h = c.int(1, self.max_size)
         w = h if c.bool() else c.int(1, self.max_size)
         shape = (batch, channels, h, w)
         name = self.g.input("x", list(shape))
         data = grid(self.rng, shape, 8, 24) if self.dyadic else self.rng.standard_normal(shape).astype(np.float32)
+        special = self.dyadic and c.bool(0.15)
+        if special:   # a few NaN / +-inf elements: fp32 results are order-independent (denormals are not)
+            count = self.c.int(1, max(1, data.size // 8))
+            where = self.rng.choice(data.size, size=count, replace=False)
+            data.flat[where] = self.rng.choice(np.array([np.nan, np.inf, -np.inf], np.float32),
+                                               size=count)
         self.inputs[name] = data
-        self.emit(Tensor(name, shape, dyadic_exp(data), float(np.abs(data).max())), f"input {list(shape)}")
+        finite = data[np.isfinite(data)]
+        self.emit(Tensor(name, shape, dyadic_exp(finite), float(np.abs(finite).max()) if finite.size else 0.0,
+                         special=special), f"input {list(shape)}" + (" with NaN/inf" if special else ""))
         for _ in range(c.int(1, self.max_steps)):
             for _attempt in range(4):
                 if self._one_step() is not None:
@@ -624,7 +689,7 @@ class GraphGenerator:
         if len(x.shape) == 2:
             kind = c.choice(["dense", "dense-residual", "relu"], [4, 2, 1] if can_quantize else [0, 0, 1])
             if kind == "relu":
-                return self.emit(self.relu(x), "relu")
+                return None if x.special else self.emit(self.relu(x), "relu")
             return self.step_dense(x) if kind == "dense" else self.step_residual_dense(x)
         kind = c.choice(["conv", "residual", "concat", "fp32", "simple", "dense"],
                         [6, 3, 2, 3, 2, 2] if can_quantize else [0, 0, 0, 0, 1, 0])
