@@ -83,6 +83,16 @@ def cmd_deploy(args) -> None:
     deploy_command(args)
 
 
+def cmd_tune(args) -> None:
+    from patvm.tuning.command import run_tune
+    run_tune(args)
+
+
+def cmd_rpc(args) -> None:
+    from patvm.tuning.command import run_rpc
+    run_rpc(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="patvm", description="Compile PA / ABC-Net multiple-binary CNNs with TVM.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -147,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--verify", action="store_true", help="with --run: compare with onnxruntime")
     dp.add_argument("--onnx", dest="verify_onnx", help="the ONNX a .so was compiled from (for --verify)")
     dp.set_defaults(func=cmd_deploy)
+
+    from patvm.tuning.command import RPC_HELP, TUNE_HELP, add_rpc_arguments, add_tune_arguments
+    tu = sub.add_parser("tune", help=TUNE_HELP, description=TUNE_HELP)
+    add_tune_arguments(tu)
+    tu.set_defaults(func=cmd_tune)
+
+    rp = sub.add_parser("rpc", help=RPC_HELP)
+    add_rpc_arguments(rp)
+    rp.set_defaults(func=cmd_rpc)
     return p
 
 

@@ -1,0 +1,74 @@
+"""Tuning tasks: the PrimFuncs of a model as the build will see them.
+
+The module is made exactly as `patvm compile` makes it -- `patvm.compiler.pipeline.frontend` then
+`patvm.compiler.build.prepare` (legalise, annotate, fold, fuse) -- so each task's IRModule is structurally
+equal to what `MetaScheduleApplyDatabase` looks up at build time. Tuning the raw module instead finds
+nothing at build time, silently (the field notes' pitfall).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from patvm.targets import TargetSpec
+
+
+@dataclass
+class TuningTask:
+    name: str                 # the fused PrimFunc's name (first one, when several share the workload)
+    weight: int               # how many call sites share this workload
+    mod: object               # tvm IRModule {"main": PrimFunc}, the lookup key
+    shash: str                # structural hash of `mod` (MetaSchedule's workload hash)
+
+    @property
+    def func(self):
+        return self.mod["main"]
+
+
+def prepared_module(model, spec: TargetSpec, strategy: str = "auto", db_dir=None):
+    """The Relax module right before `build`, made as `compile_model` makes it: the same frontend, the same
+    per-layer strategy policy (with the measured choices in `db_dir`, as `--tuning-db` would read them)
+    and the same prepare passes."""
+    from patvm.compiler import pipeline
+    from patvm.compiler.build import prepare
+    try:
+        from patvm.compiler.strategy import default_policy, read_strategies
+    except ImportError:  # a compiler without per-layer strategies
+        mod, _, _ = pipeline.frontend(model)
+        return prepare(mod, spec)
+    measured = read_strategies(db_dir) if db_dir is not None else None
+    mod, _, _ = pipeline.frontend(model, default_policy(spec, strategy, measured))
+    return prepare(mod, spec)
+
+
+def extract_tasks(mod, spec: TargetSpec) -> list[TuningTask]:
+    """One task per distinct unscheduled PrimFunc of a prepared module, in module order."""
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+    tasks = []
+    for task in ms.relax_integration.extract_tasks(mod, spec.tvm_target()):
+        task_mod = task.dispatched[0]
+        func = task_mod["main"]
+        if func.attrs is not None and func.attrs.get("tirx.is_scheduled", False):
+            continue
+        tasks.append(TuningTask(str(task.task_name), int(task.weight), task_mod,
+                                str(tvm_ffi.structural_hash(task_mod))))
+    return tasks
+
+
+def hand_schedule(task: TuningTask, spec: TargetSpec):
+    """patvm's hand schedule for this task as an `s_tir.Schedule` (with its trace), as `build` would
+    apply it; an unscheduled Schedule when no rule matches; None when the rules fail."""
+    from tvm import s_tir
+
+    from patvm.compiler.schedules import schedule_rules
+    target = spec.tvm_target()
+    try:
+        with target:
+            for rule in schedule_rules(spec.family):
+                space = rule.apply(task.func, target, False)
+                if space is None:
+                    continue
+                return space[0] if isinstance(space, (list, tuple)) else space
+    except Exception:  # noqa: BLE001 - a rule that raises: no hand baseline for this task
+        return None
+    return s_tir.Schedule(task.mod)
