@@ -6,6 +6,10 @@
 Trains a small CNN at full precision, then fine-tunes the PA model started from it (PA sec. 3.3):
 all convolutions but the first become PA binary convolutions with M weight pieces and N activation
 pieces, the last fully connected layer stays full precision.
+
+Measured (M=4, N=5, width 16, 450 test images), seeds 0-4: full precision 0.9956 0.9933 0.9889 0.9867
+0.9956, PA 0.9911 0.9889 0.9844 0.9889 0.9911 (largest drop 0.0045). ABC-Net (family="abc", M=3, N=3),
+seeds 0-2: 0.9844 0.9889 0.9956. About 20 s of CPU time per run.
 """
 from __future__ import annotations
 
@@ -68,6 +72,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def train_digits(M: int = 4, N: int = 5, seed: int = 0, family: str = "pa", width: int = 16, fp_epochs: int = 20,
                  fine_tune_epochs: int = 15, threads: int | None = 1) -> dict:
     """Full precision, then multiple-binary fine-tuning; returns accuracies, models and the test split.
+
+    `threads` (restored afterwards) defaults to one: the model is tiny, and with two OpenMP threads on
+    cores that other processes keep busy every op stalls at its barrier (43 s vs 621 s measured).
 
     Keys: fp_acc, pa_acc (the multiple-binary model's test accuracy, for either family), fp_model,
     pa_model, x_test, y_test, seconds, and the arguments.

@@ -213,8 +213,9 @@ class PAActivationQuantizer(StaircaseQuantizer):
 
     Trainable: thresholds v (eq. 14) and levels beta (eq. 13). v stays strictly increasing by
     construction: it is parametrised as v_1 plus gaps softplus(g_i) + min_gap, so any optimiser step
-    keeps the order (and where float rounding would still merge two, v_{i+1} is the next float above v_i). Thresholds are per tensor, or per channel with `channels=C` (then levels are shared
-    unless `per_channel_levels=True`).
+    keeps the order (and where float rounding would still merge two, v_{i+1} is the next float above
+    v_i). Thresholds are per tensor, or per channel with `channels=C` (then levels are shared unless
+    `per_channel_levels=True`).
 
     Backward (eq. 11-12): d A_bar / dA = lambda_A (beta_i - beta_{i-1}) on [t_{i-1}, t_i) with
     t_i = (v_i + v_{i+1}) / 2, t_N = v_N + lambda_Delta and t_0 = 2 v_1 - t_1 (the window around v_1

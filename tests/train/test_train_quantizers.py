@@ -162,7 +162,8 @@ def test_abc_activation_init_from_data_is_the_pa_staircase_shifted():
 def test_import_patvm_works_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
             "import patvm, patvm.approx, patvm.onnx_format\n"
-            "try:\n    import patvm.train\nexcept ImportError as e:\n    print('needs torch' if 'patvm[train]' in str(e) else e)\n")
+            "try:\n    import patvm.train\n"
+            "except ImportError as e:\n    print('needs torch' if 'patvm[train]' in str(e) else e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "needs torch"
