@@ -23,6 +23,8 @@ bind?").
 """
 from __future__ import annotations
 
+import logging
+
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight
 from tvm.s_tir.dlight.base import ScheduleRule
@@ -32,6 +34,7 @@ from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK
 
 PACK_BLOCK = "pack_activation_planes"
 SIDE_BLOCKS = ("window_count", "base_level_term")
+logger = logging.getLogger(__name__)
 
 
 def _is_cuda(target: Target) -> bool:
@@ -133,14 +136,22 @@ class BitSerialCUDA(ScheduleRule):
         side = [name for name in SIDE_BLOCKS if name in names]
         last = names[-1]
         _inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last, *side})
-        max_threads = _max_threads(target)
 
         conv = sch.get_sblock(CONV_BLOCK)
         counts = sch.get_sblock(COUNT_BLOCK)
         n, oh, ow, o, i, _j = sch.get_loops(conv)
-        fused = sch.fuse(n, oh, ow, o)          # o fastest: coalesced weight words across a warp
-        threads = _threads_for(_extent(sch, fused), max_threads, self.threads)
-        bx, tx = sch.split(fused, [None, threads])
+        # threads: o_tile output channels (fastest: coalesced weight words) x p_tile output pixels;
+        # blocks: (pixel tiles, channel tiles). o_tile divides O, so only the pixel split has a tail.
+        max_threads = min(self.threads, _max_threads(target))
+        n_out = _extent(sch, o)
+        o_tile = max(d for d in range(1, min(n_out, max_threads) + 1) if n_out % d == 0)
+        pixels = sch.fuse(n, oh, ow)
+        p_tile = max(1, min(max_threads // o_tile, _extent(sch, pixels)))
+        po, pi_ = sch.split(pixels, [None, p_tile])
+        oo, oi = sch.split(o, [None, o_tile])
+        sch.reorder(po, oo, pi_, oi)
+        bx = sch.fuse(po, oo)
+        tx = sch.fuse(pi_, oi)
         sch.bind(bx, "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
         # the integer counts of this thread's output, all plane pairs, in registers; the plane loops
@@ -160,9 +171,9 @@ class BitSerialCUDA(ScheduleRule):
             # correction terms: simple spatial kernels; the output (with the epilogue) after them
             sch.decompose_reduction(conv, i)
             for name in side:
-                bind_spatial(sch, sch.get_sblock(name), max_threads)
+                bind_spatial(sch, sch.get_sblock(name), _max_threads(target))
             if last != CONV_BLOCK:
-                bind_spatial(sch, sch.get_sblock(last), max_threads)
+                bind_spatial(sch, sch.get_sblock(last), _max_threads(target))
         else:
             if last != CONV_BLOCK:
                 sch.set_scope(conv, 0, "local")
@@ -198,16 +209,63 @@ class PackActivationCUDA(ScheduleRule):
         return sch
 
 
+class SmallReductionCUDA(ScheduleRule):
+    """fp32 PrimFuncs whose reductions are short (depthwise convs: 9 taps, pooling windows, a small
+    global average pool): one thread per output with the reduction serial in it (dlight's Fallback).
+    dlight's Reduction / GeneralReduction would give every output its own thread block with 256
+    threads splitting a 9-element reduction."""
+
+    def __init__(self, max_extent: int = 256):
+        self.max_extent = max_extent
+        self.fallback = dlight.gpu.Fallback()
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or not _is_cuda(target):
+            return None
+        sch = s_tir.Schedule(func)
+        extents = []
+        for name in block_names(sch):
+            reduce = [int(iv.dom.extent) for iv in sch.get(sch.get_sblock(name)).iter_vars
+                      if iv.iter_type == tirx.IterVar.CommReduce]
+            if reduce:
+                total = 1
+                for extent in reduce:
+                    total *= extent
+                extents.append(total)
+        if not extents or max(extents) > self.max_extent:
+            return None
+        return self.fallback.apply(func, target, tunable)
+
+
+class Guarded(ScheduleRule):
+    """A dlight rule whose analysis may throw on shapes it does not expect (0.27's GEMV asserts on some
+    depthwise convs, for example): a failure means "does not apply", so the next rule is tried."""
+
+    def __init__(self, rule: ScheduleRule):
+        self.rule = rule
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        try:
+            return self.rule.apply(func, target, tunable)
+        except Exception as exc:  # noqa: BLE001 - AssertionError, ScheduleError, TVMError, ...
+            logger.debug("dlight %s does not apply: %s", type(self.rule).__name__, exc)
+            return None
+
+    def __repr__(self) -> str:
+        return f"Guarded({type(self.rule).__name__})"
+
+
 def cuda_rules() -> list:
-    """The rules for family "cuda", in the order dlight tries them (first match wins)."""
+    """The rules for family "cuda", in the order dlight tries them (the first that applies wins)."""
     gpu = dlight.gpu
     return [
         BitSerialCUDA(),
         PackActivationCUDA(),
-        gpu.Matmul(),
-        gpu.GEMV(),
-        gpu.Reduction(),
-        gpu.GeneralReduction(),
+        Guarded(gpu.Matmul()),
+        SmallReductionCUDA(),
+        Guarded(gpu.GEMV()),
+        Guarded(gpu.Reduction()),
+        Guarded(gpu.GeneralReduction()),
         gpu.Fallback(),
     ]
 
