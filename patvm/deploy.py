@@ -77,16 +77,20 @@ def find_runtime(runtime_dir: str | os.PathLike | None = None) -> Path | None:
 
 
 def _pip_download(package: str, version: str, dest: Path) -> Path:
-    errors = []
-    for tag in PLATFORM_TAGS:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-               "--platform", tag, "--python-version", "3.11", f"{package}=={version}", "-d", str(dest)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = [p for p in dest.glob(f"{package.replace('-', '_')}-{version}-*.whl") if "aarch64" in p.name]
-        if proc.returncode == 0 and wheels:
-            return wheels[0]
-        errors.append(f"{tag}: " + ((proc.stderr or proc.stdout).strip().splitlines() or ["no wheel"])[-1][:200])
-    raise PatvmError(f"cannot download the aarch64 wheel of {package}=={version}: " + "; ".join(errors))
+    """pip download of one aarch64 wheel (one package per command; any of PLATFORM_TAGS)."""
+    platforms = [arg for tag in PLATFORM_TAGS for arg in ("--platform", tag)]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+           "--retries", "2", "--timeout", "30", *platforms, "--python-version", "3.11", f"{package}=={version}",
+           "-d", str(dest)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired as exc:
+        raise PatvmError(f"pip download of {package}=={version} took more than 15 minutes") from exc
+    wheels = sorted(dest.glob(f"{package.replace('-', '_')}-{version}-*aarch64*.whl")) if dest.is_dir() else []
+    if proc.returncode != 0 or not wheels:
+        last = ((proc.stderr or proc.stdout).strip().splitlines() or ["no wheel"])[-1][:300]
+        raise PatvmError(f"cannot download the aarch64 wheel of {package}=={version} (pip: {last})")
+    return wheels[0]
 
 
 def _extract(wheel: Path, members: list[tuple[str, str]], root: Path) -> dict[str, str]:
