@@ -10,7 +10,7 @@
 //
 // It needs only the tvm-ffi C++ headers (the apache-tvm wheel's tvm/runtime headers do not compile on
 // their own). Build (see the Makefile that `patvm deploy` writes):
-//   g++ -std=c++17 -O2 -Iinclude runner.cc -o runner -Llib -Wl,--no-as-needed -ltvm_runtime -ltvm_ffi \
+//   g++ -std=c++17 -O2 -Iinclude runner.cc -o runner -Llib -Wl,--no-as-needed -ltvm_runtime -ltvm_ffi
 //       -Wl,-rpath,'$ORIGIN/lib' -ldl -lpthread
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>

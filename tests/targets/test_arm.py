@@ -246,6 +246,58 @@ def test_zoo_model_arm_matches_x86_build(name, M, N, tmp_path, arm_runtime):
     _check_against_x86_build(model, x, got)
 
 
+def _native_runner(tmp_path):
+    """runner.cc built for this machine against the installed tvm / tvm-ffi wheels (no qemu needed)."""
+    if shutil.which("g++") is None:
+        pytest.skip("no host g++")
+    import tvm
+    import tvm_ffi.libinfo
+    tvm_lib = Path(tvm.__file__).parent / "lib"
+    ffi_lib = Path(tvm_ffi.libinfo.find_libtvm_ffi()).parent
+    runner = tmp_path / "runner"
+    subprocess.run(["g++", "-std=c++17", "-O1", f"-I{tvm_ffi.libinfo.find_include_path()}", str(deploy.RUNNER_SOURCE),
+                    "-o", str(runner), f"-L{tvm_lib}", f"-L{ffi_lib}", "-Wl,--no-as-needed", "-ltvm_runtime",
+                    "-ltvm_ffi", f"-Wl,-rpath,{tvm_lib}:{ffi_lib}", "-ldl", "-lpthread"],
+                   check=True, capture_output=True, timeout=600)
+    return runner
+
+
+def test_runner_tuple_outputs_and_errors_natively(tmp_path):
+    """The runner on this machine's own build: a two-output model writes OUTPUT.npy and OUTPUT.1.npy;
+    a float64 input, a Fortran-order input, a missing module each give one error line and exit 2."""
+    from patvm.approx import Staircase
+    from patvm.onnx_format import GraphWriter
+    rng = np.random.default_rng(0)
+    g = GraphWriter("two")
+    x = g.input("x", [2, 33])
+    q = g.pa_quantize(x, Staircase(np.array([-0.5, 0.0, 0.5], np.float32), np.array([0, 0.25, 0.5, 1], np.float32)))
+    g.output(g.gemm(q, rng.choice(PA_W3, size=(10, 33)), None), [2, 10], name="a")
+    g.output(g.relu(x), [2, 33], name="b")
+    model = g.model()
+    patvm.compile(model, target="host").export(tmp_path / "two.so")
+    runner = _native_runner(tmp_path)
+    xv = (rng.integers(-8, 8, size=(2, 33)) / 8).astype(np.float32)
+    np.save(tmp_path / "x.npy", xv)
+    np.save(tmp_path / "x64.npy", xv.astype(np.float64))
+    np.save(tmp_path / "xf.npy", np.asfortranarray(xv))
+
+    def run(*args):
+        return subprocess.run([str(runner), *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    proc = run("two.so", "x.npy", "-o", "y.npy", "--repeat", "2")
+    assert proc.returncode == 0, proc.stderr
+    want = onnxruntime_run(model, {"x": xv})
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), want[0])
+    np.testing.assert_array_equal(np.load(tmp_path / "y.1.npy"), want[1])
+    assert "2 runs: mean" in proc.stdout
+    for args, message in ((("two.so", "x64.npy"), "expect Tensor with dtype float32"),
+                          (("two.so", "xf.npy"), "Fortran-order"), (("none.so", "x.npy"), "no such module"),
+                          (("two.so", "x.npy", "x.npy"), "expects 1 arguments")):
+        proc = run(*args, "-o", "z.npy")
+        assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert run().returncode == 1
+
+
 # ---- patvm deploy ----------------------------------------------------------------------------------------
 def test_cli_deploy_build_run_verify(tmp_path, arm_runtime, capsys):
     import onnx
