@@ -384,6 +384,16 @@ def locked(folder):
         os.close(fd)   # releases the lock
 
 
+def remove_leftovers(folder: Path) -> list[str]:
+    """Temporary files of an atomic write that a killed process never renamed (call under `locked`)."""
+    removed = []
+    for path in Path(folder).glob(".tmp-*"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path.name)
+    return removed
+
+
 class TuningStore:
     """The database of one tuning run: a MetaSchedule MemoryDatabase seeded from DIR, flushed to DIR
     atomically after every measured batch (`flush`). Use inside `locked(folder)`."""
@@ -391,6 +401,7 @@ class TuningStore:
     def __init__(self, folder):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(self.folder)
         loaded = load_database(self.folder, strict=True, decode="all", must_exist=False)
         self.workloads = list(loaded.workloads)
         self.entries = list(loaded.entries)
@@ -450,6 +461,7 @@ def repair_database(folder) -> list[Problem]:
     """Move every broken line of DIR's database to DIR/quarantine/<time>.txt and rewrite the rest."""
     folder = _folder_of(folder)
     with locked(folder):
+        remove_leftovers(folder)
         loaded = load_database(folder, strict=False, decode="all")
         if not loaded.problems:
             return []
@@ -471,6 +483,7 @@ def export_best(source, destination) -> dict:
     if not best:
         raise DatabaseError(f"{source} holds no successful measurement to export")
     with locked(destination):
+        remove_leftovers(destination)
         dst = load_database(destination, strict=True, decode="all", must_exist=False)
         src_meta, dst_meta = read_meta(source), read_meta(destination)
         keys = {json.dumps(target_key(e.payload[2]), sort_keys=True) for e in list(best.values()) + dst.entries}

@@ -380,6 +380,8 @@ def _tune_tasks(tasks: list[TuningTask], spec, tvm_target, trials, store, meta, 
     for task in tasks:
         note = notes.setdefault(task.shash, {})
         note.update(name=note.get("name", task.name), weight=task.weight)
+        if only is not None and only not in task.name:
+            continue
         hand_key = note.get("hand")
         if hand_key and any(e.trace_key == hand_key for e in store.entries_for(task.mod)):
             continue

@@ -1,0 +1,181 @@
+"""A real `patvm tune` of a tiny model: killed with SIGKILL after its first checkpoint, resumed with the
+same command, re-run with nothing left to do; then the records are applied at build time.
+
+One tuning run (2 kernels x 2 trials, batches of 1) serves every test here: ~2-3 minutes on 2 busy cores.
+"""
+import json
+import os
+import signal
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import psutil
+import pytest
+from tuning_helpers import QUICK, alive, patvm_cli, patvm_popen, process_tree, save_tiny_model, stop_tree
+
+from patvm.tuning import database as dbmod
+
+TRIALS = 2
+
+
+def searched_per_workload(db):
+    loaded = dbmod.load_database(db)
+    meta = dbmod.read_meta(db)
+    hand = {loaded.workloads[i][0]: meta["tasks"].get(loaded.workloads[i][0], {}).get("hand")
+            for i in range(len(loaded.workloads))}
+    counts = {}
+    for e in loaded.entries:
+        shash = loaded.workloads[e.workload][0]
+        counts.setdefault(shash, {"hand": 0, "searched": 0})
+        counts[shash]["hand" if e.trace_key == hand[shash] else "searched"] += 1
+    return counts
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tune")
+    model_path, model, x = save_tiny_model(folder)
+    db = folder / "db"
+    args = ["tune", model_path, "--db", db, "--trials", TRIALS, "--per-iter", 1, "--strategy", "bit-serial", *QUICK]
+    records = db / dbmod.RECORD_FILE
+    timings = {}
+
+    # run 1: SIGKILL once a searched record is on disk (2 hand-schedule records + 1)
+    start = time.monotonic()
+    proc = patvm_popen(*args, log=folder / "run1.log")
+    seen = {}
+    try:
+        while not (records.is_file() and len(records.read_text().splitlines()) >= 3):
+            for p in process_tree(proc.pid):
+                seen[p.pid] = p
+            assert proc.poll() is None, (folder / "run1.log").read_text()
+            assert time.monotonic() - start < 400, "no checkpoint after 400 s"
+            time.sleep(0.2)
+        for p in process_tree(proc.pid):
+            seen[p.pid] = p
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        psutil.wait_procs(list(seen.values()), timeout=30)
+        left_running = alive(seen.values())
+    finally:
+        stop_tree(proc)
+    timings["killed_after"] = time.monotonic() - start
+    after_kill = dbmod.load_database(db)          # strict: raises on any broken line
+    leftovers = sorted(p.name for p in db.glob(".tmp-*"))
+
+    # run 2: the same command resumes; run 3: nothing left to do
+    start = time.monotonic()
+    resumed = patvm_cli(*args)
+    timings["resume"] = time.monotonic() - start
+    start = time.monotonic()
+    again = patvm_cli(*args)
+    timings["rerun"] = time.monotonic() - start
+    print(f"\ntuning timings (s): {timings}")
+    return SimpleNamespace(folder=folder, db=db, model=model, x=x, model_path=model_path,
+                           after_kill=after_kill, leftovers=leftovers, left_running=left_running,
+                           killed_log=(folder / "run1.log").read_text(), resumed=resumed, again=again,
+                           timings=timings)
+
+
+def test_sigkill_leaves_a_valid_database_and_no_workers(tuned):
+    assert len(tuned.after_kill.entries) >= 3 and not tuned.after_kill.problems
+    assert tuned.left_running == []               # builder / runner workers died with their parent
+    # a killed run can leave an unrenamed temporary file; it is never read, and the next run removes it
+    assert not list(tuned.db.glob(".tmp-*"))
+    assert "[1/2]" in tuned.killed_log and "hand" in tuned.killed_log
+
+
+def test_resume_runs_only_the_missing_trials(tuned):
+    assert tuned.resumed.returncode == 0, tuned.resumed.stderr
+    counts = searched_per_workload(tuned.db)
+    assert len(counts) == 2
+    for shash, c in counts.items():
+        assert c["hand"] == 1, counts
+        assert c["searched"] == TRIALS, counts    # not more: the killed run's records counted
+    searched_before = len(tuned.after_kill.entries) - 2           # the 2 hand records came first
+    new = sum(c["searched"] for c in counts.values()) - searched_before
+    assert f"{new} new trials" in tuned.resumed.stdout
+
+
+def test_progress_and_table(tuned):
+    out, err = tuned.resumed.stdout, tuned.resumed.stderr
+    # progress on stderr: task, trials done / total, best so far, elapsed
+    assert "[2/2] pa_pack_activation_planes" in err and f"/{TRIALS} trials" in err and "best " in err
+    assert any(line.rstrip().split("  ")[-1].count(":") == 1 for line in err.splitlines() if "trials" in line)
+    # MetaSchedule's own log went to the file, not to the terminal
+    assert "evolutionary_search" not in err + out and "task_scheduler" not in err + out
+    assert "evolutionary_search" in (tuned.db / "logs" / "tune.log").read_text()
+    # the table: per task untuned (hand) vs tuned and the speed-up
+    assert "untuned (hand)" in out and "tuned" in out and "speed-up" in out
+    for name in ("fused_pa_bitserial_conv2d_add_relu", "pa_pack_activation_planes"):
+        row = next(line for line in out.splitlines() if line.startswith(name))
+        assert row.count(" ms") == 2 and "x " in row, row
+
+
+def test_rerun_with_nothing_left_measures_nothing(tuned):
+    assert tuned.again.returncode == 0, tuned.again.stderr
+    assert "0 new trials" in tuned.again.stdout
+    assert "measuring the hand schedules" not in tuned.again.stderr
+    assert tuned.timings["rerun"] < tuned.timings["resume"]
+
+
+def test_records_are_applied_at_build_time(tuned):
+    """Every kernel of the module `patvm compile` builds finds its record (MetaScheduleApplyDatabase marks
+    it scheduled before the hand schedules run), in this process, from the files another process wrote."""
+    import tvm
+
+    from patvm.compiler.build import apply_tuning_database
+    from patvm.targets import resolve_target
+    from patvm.tuning.tasks import prepared_module
+    spec = resolve_target("host")
+    mod = prepared_module(tuned.model, spec, "bit-serial")
+    database = dbmod.open_database(tuned.db, target=spec)
+    out = apply_tuning_database(mod, spec, database)
+    funcs = {gv.name_hint: f for gv, f in out.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+    assert len(funcs) == 2
+    missing = [name for name, f in funcs.items() if not (f.attrs and f.attrs.get("tirx.is_scheduled", False))]
+    assert missing == [], f"no tuning record found for {missing}"
+
+
+def test_tuned_build_is_correct_and_timed(tuned, record_property):
+    import patvm
+    untuned = patvm.compile(tuned.model, target="host", strategy="bit-serial")
+    with_db = patvm.compile(tuned.model, target="host", strategy="bit-serial", tuning_db=tuned.db)
+    np.testing.assert_array_equal(with_db.run(tuned.x)[0], untuned.run(tuned.x)[0])
+    t_untuned = float(np.median(untuned.time(tuned.x, repeat=10)))
+    t_tuned = float(np.median(with_db.time(tuned.x, repeat=10)))
+    record_property("untuned_ms", t_untuned)
+    record_property("tuned_ms", t_tuned)
+    print(f"\ntiny model, whole module: untuned {t_untuned:.4f} ms, tuned {t_tuned:.4f} ms "
+          f"({t_untuned / t_tuned:.2f}x)")
+
+
+def test_cli_compile_uses_the_database_and_refuses_a_broken_one(tuned, tmp_path):
+    import shutil
+    broken = tmp_path / "db"
+    shutil.copytree(tuned.db, broken)
+    path = broken / dbmod.RECORD_FILE
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1] + [lines[-1][:-7]]) + "\n")
+    result = patvm_cli("compile", tuned.model_path, "--tuning-db", broken, "-o", tmp_path / "m.so",
+                       "--strategy", "bit-serial")
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("patvm: error:") and f"{path}:{len(lines)}:" in line
+
+
+def test_export_best_from_the_cli(tuned, tmp_path):
+    out = tmp_path / "schedules" / "host"
+    result = patvm_cli("tune", "--db", tuned.db, "--export-best", out)
+    assert result.returncode == 0, result.stderr
+    exported = dbmod.load_database(out)
+    assert len(exported.entries) == len(exported.workloads) == 2
+    meta = json.loads((out / dbmod.META_FILE).read_text())
+    assert {t["name"] for t in meta["tasks"].values()} == {"fused_pa_bitserial_conv2d_add_relu",
+                                                          "pa_pack_activation_planes"}
+
+
+def test_another_target_needs_another_folder(tuned):
+    result = patvm_cli("tune", tuned.model_path, "--db", tuned.db, "--target", "x86-avx2", "--trials", 1)
+    assert result.returncode == 2 and "use another --db folder per target" in result.stderr
