@@ -5,9 +5,11 @@ throughput per fp32 MAC decides: with W weight planes and A activation planes a 
 per MAC on the bit-serial path and 1 MAC on the fp32 path, so bit-serial wins while
 W * A < 64 * (popcount words/s) / (fp32 MACs/s) -- the target's `bitserial_max_plane_pairs`.
 
-Crossovers below were measured with patvm's own kernels (benchmarks/layers.py): AVX2-only x86 (AMD EPYC,
-nibble-table popcount) ~10; the field notes' AVX-512 VPOPCNTDQ peaks (1.15 T bit-MAC/s vs 108 G fp32 MAC/s
-per core) give ~10 at equal efficiency. `patvm tune` replaces the estimate by measurements per layer.
+The x86 crossovers below are set from benchmarks/layers.py on an AVX2-only AMD EPYC (busy machine, 1 thread):
+bit-serial (M,N)=(2,2) ran 1.15-1.7x faster than onnxruntime fp32 on ResNet18's 3x3 layers, and TVM's own
+fp32 conv (what the fall-back runs) 1.5x slower than onnxruntime, which puts the break-even near 8 plane pairs;
+the field notes' AVX-512 VPOPCNTDQ peaks (1.15 T bit-MAC/s vs 108 G fp32 MAC/s per core) give ~10. ARM and
+CUDA values are estimates. `patvm tune` replaces the estimate by measurements per layer.
 """
 from __future__ import annotations
 
