@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check -e ".[train,test]"
 bash scripts/install-system-deps.sh || echo "scripts/test.sh: system packages not installed; ARM tests will skip"
+bash scripts/fetch-aarch64-runtime.sh || echo "scripts/test.sh: aarch64 TVM runtime not fetched; ARM run tests will skip"
 python3 -m pytest "$@"
