@@ -833,14 +833,17 @@ def save_case(case: FuzzCase, folder: str, outcome: Outcome | None = None) -> st
 def campaign(seed: int, graphs: int, start: int = 0, mode: str | None = None, strategy: str | None = None,
              target: str = "host",
              time_limit: float | None = None, save_failures: str | None = None, localize: bool = False,
-             verbose: bool = False, out=sys.stdout) -> dict:
+             verbose: bool = False, out=None, **sizes) -> dict:
+    """Graphs start .. start+graphs-1 of `seed`; prints one line per failure (per graph with verbose) and a
+    summary; returns the summary. `sizes`: GraphGenerator's max_steps / max_size / max_batch."""
+    out = out or sys.stdout
     began = time.perf_counter()
     tried, failures, modes, bit_serial, fp32_layers = 0, [], Counter(), 0, 0
     for index in range(start, start + graphs):
         if time_limit is not None and time.perf_counter() - began > time_limit:
             break
         try:
-            case = generate(seed, index, mode, strategy)
+            case = generate(seed, index, mode, strategy, **sizes)
         except Exception as exc:  # noqa: BLE001 - a generator bug: report it, keep going
             print(f"graph {index}: generator error {_first_line(exc)}", file=out)
             failures.append(("generator-error", index, _first_line(exc)))
@@ -886,10 +889,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-limit", type=float, default=None, help="stop starting graphs after this many seconds")
     p.add_argument("--save-failures", default=None, metavar="DIR", help="write failing graphs (.onnx/.npz/.txt)")
     p.add_argument("--localize", action="store_true", help="find the first diverging node of a failure")
+    p.add_argument("--max-steps", type=int, default=None, help="steps per graph (default 6 dyadic, 4 float)")
+    p.add_argument("--max-size", type=int, default=10, help="largest input height / width")
+    p.add_argument("--max-batch", type=int, default=4)
     p.add_argument("-v", "--verbose", action="store_true", help="one line per graph")
     args = p.parse_args(argv)
     summary = campaign(args.seed, args.graphs, args.start, args.mode, args.strategy, args.target, args.time_limit,
-                       args.save_failures, args.localize, args.verbose)
+                       args.save_failures, args.localize, args.verbose, max_steps=args.max_steps,
+                       max_size=args.max_size, max_batch=args.max_batch)
     return 1 if summary["failures"] else 0
 
 
