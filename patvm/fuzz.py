@@ -185,6 +185,7 @@ class GraphGenerator:
         self.inputs: dict[str, np.ndarray] = {}
         self.consumed: set[str] = set()                 # tensors some later node reads
         self._probe_cache: dict[str, np.ndarray] = {}
+        self.wide = False
 
     # ---- probing the partial graph (thresholds are drawn from the values a tensor really takes)
     def probe(self, t: Tensor) -> np.ndarray:
@@ -385,6 +386,12 @@ class GraphGenerator:
         return (exp, bound) if representable(bound, exp) else None
 
     # ---- steps
+    def out_channels(self, most: int) -> int:
+        """1..most; in a wide graph sometimes 16 / 24 / 32 (the CPU schedules' wider output-channel tiles)."""
+        if self.wide and self.c.bool(0.4):
+            return self.c.choice([16, 24, 32])
+        return self.c.int(1, most)
+
     def emit(self, t: Tensor, desc: str) -> Tensor:
         self.pool.append(t)
         self.steps.append(desc)
@@ -416,7 +423,7 @@ class GraphGenerator:
     def step_binary_conv(self, x: Tensor) -> Tensor | None:
         q, qdesc = self.quantize(x)
         _, c, h, w = x.shape
-        out = self.c.int(1, 9)
+        out = self.out_channels(9)
         k, s, p = self._conv_geometry(h, w)
         weight, wdesc = self.binary_weight((out, c, k, k))
         if self.c.bool(0.8):
@@ -464,7 +471,7 @@ class GraphGenerator:
         q, qdesc = self.quantize(x)
         n, c, h, w = x.shape
         if self.c.bool(0.35) and h >= 2 and w >= 2:
-            out = self.c.int(1, 9)
+            out = self.out_channels(9)
             wa, da = self.binary_weight((out, c, 3, 3))
             wb, db = self.binary_weight((out, c, 1, 1))
             a = self.conv_layer(q, out, 3, 2, 1, wa, relu=False)
@@ -615,7 +622,7 @@ class GraphGenerator:
             x = self.derived(self.g.flatten(x.name), (x.shape[0], feats), [x])
             desc = "flatten -> "
         q, qdesc = self.quantize(x)
-        out = self.c.int(1, 12)
+        out = self.out_channels(12)
         weight, wdesc = self.binary_weight((out, x.shape[1]))
         use_matmul = self.c.bool(0.35)
         b = None if use_matmul else self.bias(out)
@@ -655,8 +662,12 @@ class GraphGenerator:
         c = self.c
         batch = c.int(1, self.max_batch)
         channels = c.choice([1, 2, 3, 4, 5, 7, 9, 13, 64, 65], [3, 3, 3, 3, 3, 3, 3, 2, 1, 1])
-        h = c.int(1, self.max_size)
-        w = h if c.bool() else c.int(1, self.max_size)
+        # a wide graph (1 in 6 at the default sizes): up to 28 x 28 and 16-32 output channels, the CPU
+        # schedules' other tile sizes (ow tiles 7 / 8 / 16, o tiles 8 / 16)
+        self.wide = self.max_size >= 10 and c.bool(1 / 6)
+        size = 28 if self.wide else self.max_size
+        h = c.int(1, size)
+        w = h if c.bool() else c.int(1, size)
         shape = (batch, channels, h, w)
         name = self.g.input("x", list(shape))
         data = grid(self.rng, shape, 8, 24) if self.dyadic else self.rng.standard_normal(shape).astype(np.float32)
@@ -679,6 +690,8 @@ class GraphGenerator:
         outputs = leaves[-3:]
         for i, t in enumerate(outputs):
             self.g.output(t.name, list(t.shape), name=f"output_{i}")
+        if self.wide:
+            self.steps[0] += " (wide)"
         return FuzzCase(None, None, self.mode, self.g.model(), self.inputs, self.steps)
 
     def _one_step(self) -> Tensor | None:
