@@ -24,6 +24,8 @@ bind?").
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight
@@ -255,8 +257,25 @@ class Guarded(ScheduleRule):
         return f"Guarded({type(self.rule).__name__})"
 
 
+def use_nvcc_without_nvrtc() -> str | None:
+    """TVM 0.27 turns CUDA source into a cubin at build time (on a machine with a GPU driver) with NVRTC
+    from the `cuda-bindings` pip package by default, and fails if that is not installed. Then use the
+    nvcc subprocess (TVM_CUDA_COMPILE_MODE=nvcc) when nvcc is on the PATH. A value the user set is kept.
+    Returns the mode in effect (None: TVM's default)."""
+    if "TVM_CUDA_COMPILE_MODE" in os.environ:
+        return os.environ["TVM_CUDA_COMPILE_MODE"]
+    try:
+        import cuda.bindings.nvrtc  # noqa: F401 - only whether it imports
+    except ImportError:
+        if shutil.which("nvcc"):
+            os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"
+            return "nvcc"
+    return None
+
+
 def cuda_rules() -> list:
     """The rules for family "cuda", in the order dlight tries them (the first that applies wins)."""
+    use_nvcc_without_nvrtc()
     gpu = dlight.gpu
     return [
         BitSerialCUDA(),
