@@ -15,7 +15,7 @@ the same bits in any summation order, fused or not: onnxruntime at any optimisat
 and a correct compiler agree exactly up to the pool, so every difference in the logits is the pool and the
 FC's own rounding (ulps). The normal models are chaotic instead: a rounding difference in one conv flips a
 quantizer threshold and the flips cascade. The worst bit count is in the model's metadata
-(`patvm.zoo.exact.EXACT_BITS_KEY`); models too wide for 24 bits are refused (e.g. abc- with M=8, N=7).
+(`patvm.zoo.exact.EXACT_BITS_KEY`); a model too wide for 24 bits is refused (e.g. N = 127).
 Twins have no quantizers to bound their sums: exact mode only rounds their parameters. See
 `patvm.zoo.exact` for what is rounded and how the bound is kept.
 

@@ -12,8 +12,7 @@ What is rounded (`to_dyadic`, one power-of-two grid per tensor, `bits` significa
 value), all where the builder sets the parameter:
   inputs        integers in [-64, 64] / 32 (`dyadic_images`; the calibration batch too)
   fp32 convs    the first conv and MobileNet's depthwise convs (FP_WEIGHT_BITS)
-  binary convs  PA alphas / ABC alphas (ALPHA_BITS), kept distinct, the PA zero piece kept; ABC alphas
-                keep all 2^M signed sums distinct
+  binary convs  PA alphas / ABC alphas (ALPHA_BITS), kept distinct and non-zero, the PA zero piece kept
   quantizers    levels (LEVEL_BITS), distinct, PA bottom level 0; ABC betas are half the rounded gaps.
                 Thresholds stay arbitrary float32: a comparison is exact.
   BatchNorm     epsilon 0, var a power of 4 (sqrt exact), gamma absorbs the change and keeps
@@ -35,11 +34,10 @@ and keep the real binary-layer weights their binary versions approximate.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import product
 
 import numpy as np
 
-from patvm.approx.planes import decompose_weights
+from patvm.approx.planes import MAX_WEIGHT_VALUES, decompose_weights
 from patvm.errors import require
 
 MANTISSA_BITS = 24       # float32 significand, hidden bit included
@@ -107,19 +105,12 @@ def dyadic_ladder(values, bits: int) -> np.ndarray:
 
 
 def dyadic_bases(alphas, bits: int) -> np.ndarray:
-    """`to_dyadic` for ABC-Net's basis scales, on the grid that gives the largest weight value sum|alpha|
-    `bits` bits, keeping the 2^M values sum_i +-alpha_i distinct: each |alpha| (smallest first) is pushed
-    up a grid step at a time until it is no signed sum of the others."""
+    """`to_dyadic` for ABC-Net's basis scales, none of them rounded to 0 or across 0. The zoo's sign bases
+    are nested (thresholds shifted by u_i std), so the M + 1 weight values that occur, -sum|alpha| up to
+    +sum|alpha| flipping one base at a time, then stay distinct."""
     a = np.asarray(alphas, np.float64)
-    step = float(_grid_exponent(np.abs(a).sum(), bits))
+    step = float(_grid_exponent(np.abs(a).sum(), bits))     # `bits` bits at the largest weight value
     mags = np.maximum(np.round(np.abs(a) / step), 1)
-    order = np.argsort(mags, kind="stable")
-    kept: list[float] = []
-    for i in order:
-        reachable = {abs(sum(c * m for c, m in zip(signs, kept))) for signs in product((-1, 0, 1), repeat=len(kept))}
-        while mags[i] in reachable:
-            mags[i] += 1
-        kept.append(mags[i])
     return (np.where(a < 0, -mags, mags) * step).astype(np.float32)
 
 
@@ -216,7 +207,7 @@ class BitBudget:
         t_lo, t_hi = np.minimum(w * lo, w * hi), np.maximum(w * lo, w * hi)
         axes = (1, 2, 3)
         sums = _subset_sum_bound(t_lo, t_hi, axes)
-        if binary:
+        if binary and len(np.unique(w)) <= MAX_WEIGHT_VALUES:   # else the compiler keeps the layer fp32
             wp = decompose_weights(w)
             wmag = abs(wp.offset) + np.tensordot(np.abs(wp.scales), wp.planes.astype(np.float64), axes=1)
             sums = np.maximum(sums, ((np.abs(lo) + hi - lo) * wmag).sum(axis=axes))
@@ -245,13 +236,16 @@ class BitBudget:
                                 (np.abs(m * s), qm + qs, "mean*s"), (np.abs(b) + np.abs(m * s), q, "beta-mean*s"),
                                 (np.maximum(np.abs(lo), np.abs(hi)), q, "output")):
             self.check(bound, bq, f"{what}: {form}")
-        return Grid.of(lo, hi, q)
+        # sums: what a conv that absorbed this BN sums, should it absorb a residual add as well
+        return Grid.of(lo, hi, q, np.maximum(grid.sums * s + bias, np.maximum(np.abs(lo), np.abs(hi))))
 
     def add(self, a: Grid | None, b: Grid | None, what: str) -> Grid | None:
         if a is None or b is None:
             return None
+        """A fused Conv+Add sums one operand's terms onto the other: its partial sums are bounded by the
+        conv's (`sums`) plus the other operand."""
         out = Grid.of(a.lo + b.lo, a.hi + b.hi, np.minimum(a.q, b.q))
-        self.check(out.mag, out.q, what)
+        self.check(np.maximum(a.sums + b.mag, a.mag + b.sums), out.q, what)
         return out
 
     def relu(self, grid: Grid | None) -> Grid | None:

@@ -51,7 +51,7 @@ class Scheme:
             planes, rounded = fit.planes, ex.dyadic_ladder          # alphas increase, the zero piece stays
         else:
             fit = approximate_weights_abc(W, self.M)
-            planes, rounded = fit.bases, ex.dyadic_bases           # all 2^M signed sums stay distinct
+            planes, rounded = fit.bases, ex.dyadic_bases           # none rounded to 0 or across it
         if not self.exact:
             return fit.w_bar
         alphas = rounded(fit.alphas, ex.ALPHA_BITS)
