@@ -303,3 +303,49 @@ def cuda_source(module) -> str:
             texts.append(mod.inspect_source("cuda"))
         stack.extend(reversed(list(mod.imports)))
     return "\n".join(texts)
+
+
+# ---- b1 tensor cores: the building block, not a schedule rule (see docs/cuda.md, "Tensor cores")
+
+BMMA_SHAPE = (16, 8, 4)   # m16n8k256: 16 rows x 8 columns, k = 256 bits = 4 uint64 words
+
+
+def bmma_and_popc_probe():
+    """One warp computes C[m, n] = sum_k popcount(A[m, k] & B[n, k]) for A [16, 4] and B [8, 4] uint64
+    words with one `mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc` (sm_80+), emitted by TVM
+    0.27's `T.ptx_legacy.mma` with the data types spelled "int1" ("b1" is rejected by its PTX codegen)
+    and the bit operation "and".
+
+    Fragments (PTX ISA, mma.m16n8k256 .b1): lane = 4 g + t holds a0/a2 = row g, k bits [32 t, 32 t + 32)
+    and [128 + 32 t, ...), a1/a3 the same for row g + 8, b0/b1 the same k bits of column g, and c0..c3 =
+    C[g, 2 t], C[g, 2 t + 1], C[g + 8, 2 t], C[g + 8, 2 t + 1]. A sum of popcounts does not depend on the
+    order of the k bits as long as A and B use the same one, so the lane feeds the low and high halves of
+    its one word A[g, t] (resp. B[g, t]) as a0 and a2 (b0 and b1): no shuffles, no ldmatrix.
+    """
+    from tvm.script import tirx as T
+
+    @T.prim_func
+    def bmma_probe(A: T.Buffer((16, 4), "uint64"), B: T.Buffer((8, 4), "uint64"),
+                   C: T.Buffer((16, 8), "int32")):
+        T.func_attr({"global_symbol": "bmma_probe", "tirx.noalias": True})
+        for bx in T.thread_binding(1, thread="blockIdx.x"):
+            for lane in T.thread_binding(32, thread="threadIdx.x"):
+                a = T.alloc_buffer((4,), "uint32", scope="local")
+                b = T.alloc_buffer((2,), "uint32", scope="local")
+                c = T.alloc_buffer((4,), "int32", scope="local")
+                a[0] = T.Cast("uint32", A[lane // 4, lane % 4] & T.uint64(0xFFFFFFFF))
+                a[1] = T.Cast("uint32", A[lane // 4 + 8, lane % 4] & T.uint64(0xFFFFFFFF))
+                a[2] = T.Cast("uint32", A[lane // 4, lane % 4] >> T.uint64(32))
+                a[3] = T.Cast("uint32", A[lane // 4 + 8, lane % 4] >> T.uint64(32))
+                b[0] = T.Cast("uint32", B[lane // 4, lane % 4] & T.uint64(0xFFFFFFFF))
+                b[1] = T.Cast("uint32", B[lane // 4, lane % 4] >> T.uint64(32))
+                for r in range(4):
+                    c[r] = 0
+                T.evaluate(T.ptx_legacy.mma("m16n8k256", "row", "col", "int1", "int1", "int32",
+                                            a.data, 0, b.data, 0, c.data, 0, False, "and", dtype="int32"))
+                C[lane // 4, lane % 4 * 2] = c[0]
+                C[lane // 4, lane % 4 * 2 + 1] = c[1]
+                C[lane // 4 + 8, lane % 4 * 2] = c[2]
+                C[lane // 4 + 8, lane % 4 * 2 + 1] = c[3]
+
+    return bmma_probe
