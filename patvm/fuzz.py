@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-import onnx.inliner  # noqa: F401 - first_divergence; the submodule is not imported by `import onnx`
 
 from patvm.approx import Staircase, abc_activation_staircase, approximate_weights_abc, approximate_weights_pa
 from patvm.approx.planes import MAX_WEIGHT_VALUES, decompose_weights
@@ -257,13 +256,14 @@ class GraphGenerator:
 
     def _levels(self, n: int, style: str) -> np.ndarray:
         rng = self.rng
-        if not self.dyadic:
+        if not self.dyadic:   # random levels, on a 2**-10 grid so that a per-channel bottom keeps the steps equal
             if style == "pa":
-                return np.concatenate([[0.0], np.sort(np.abs(rng.standard_normal(n))) + 0.1]).astype(np.float32)
-            if style == "abc":
+                lv = np.concatenate([[0.0], np.sort(np.abs(rng.standard_normal(n))) + 0.1])
+            elif style == "abc":
                 _, lv = abc_activation_staircase(np.linspace(0.4, -0.4, n), np.abs(rng.standard_normal(n)) + 0.1)
-                return lv
-            return rng.standard_normal(n + 1).astype(np.float32)
+            else:
+                lv = rng.standard_normal(n + 1)
+            return (np.round(np.asarray(lv, np.float64) * 1024) / 1024).astype(np.float32)
         if style == "pa":       # 0 below the first threshold, increasing
             return np.concatenate([[0.0], np.cumsum(rng.integers(1, 5, size=n)) / 8]).astype(np.float32)
         if style == "abc":      # sum_n beta_n H(x): bottom level -sum(beta), 0 usually absent
@@ -289,7 +289,7 @@ class GraphGenerator:
         varied = self.c.choice(["same", "bottom", "steps"], [2, 3, 1])
         lv = np.repeat(levels[None, :], channels, axis=0)
         if varied == "bottom":          # per-channel bottom level, equal steps: still bit-serial
-            shift = grid(self.rng, (channels, 1), 8, 8) if self.dyadic else self.rng.standard_normal((channels, 1))
+            shift = grid(self.rng, (channels, 1), 8 if self.dyadic else 1024, 8 if self.dyadic else 2048)
             lv = lv + shift.astype(np.float32)
         elif varied == "steps":          # steps differ per channel: must stay fp32
             lv = np.stack([self._levels(n, style) for _ in range(channels)])
@@ -775,6 +775,8 @@ def float_tolerance_problem(got: np.ndarray, want: np.ndarray) -> str | None:
     if not np.array_equal(g[~finite], w[~finite], equal_nan=True):
         return "infinities differ"
     span = float(w[finite].max() - w[finite].min()) if finite.any() else 0.0
+    if span == 0.0:   # a constant (or one-element) output: its magnitude is the range
+        span = float(np.abs(w[finite]).max()) if finite.any() else 0.0
     tol = 1e-3 * span
     diff = np.where(finite, np.abs(g - w), 0.0)
     fraction = float(np.mean(diff > tol))
@@ -812,17 +814,22 @@ def run_case(case: FuzzCase, target: str = "host") -> Outcome:
 
 def first_divergence(case: FuzzCase, target: str = "host") -> str | None:
     """The first node (in graph order) whose output already differs: the place to look for the bug."""
+    from onnx import TensorProto, helper
     model = case.model
-    inferred = onnx.shape_inference.infer_shapes(onnx.inliner.inline_local_functions(model))
-    shapes = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    names = [node.output[0] for node in model.graph.node if node.op_type != "Identity"]
+    every = onnx.ModelProto()
+    every.CopyFrom(model)
+    del every.graph.output[:]
+    every.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
+    shapes = {n: list(v.shape) for n, v in zip(names, onnxruntime_outputs(every, case.inputs))}
     for node in model.graph.node:
         name = node.output[0]
-        if name not in shapes or node.op_type == "Identity":
+        if name not in shapes:
             continue
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
         del probe.graph.output[:]
-        probe.graph.output.append(shapes[name])
+        probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shapes[name]))
         sub = FuzzCase(case.seed, case.index, case.mode, probe, case.inputs, case.steps, case.strategy)
         outcome = run_case(sub, target)
         if not outcome.ok:
