@@ -24,13 +24,15 @@ import numpy as np
 import pytest
 import tvm
 from tvm import relax, tirx
+from tvm.s_tir import dlight
 
 import patvm
 from patvm import zoo
 from patvm.compiler.build import prepare
 from patvm.compiler.pipeline import frontend
 from patvm.compiler.schedules import schedule_pass
-from patvm.compiler.schedules.cuda import cuda_source
+from patvm.compiler.schedules import cuda as cuda_schedules
+from patvm.compiler.schedules.cuda import BitSerialTensorCoreCUDA, bmma_and_popc_probe, cuda_rules, cuda_source
 from patvm.targets import cuda_available, resolve_target
 from patvm.zoo import exact
 
@@ -93,13 +95,19 @@ def case_id(case):
 
 # ---- helpers
 
-def scheduled(model, target: str = "cuda-sm90"):
-    """What `patvm.compile` builds, stopped after the hand schedules: (spec, scheduled IRModule)."""
+def scheduled(model, target: str = "cuda-sm90", tensor_cores: str | None = None):
+    """What `patvm.compile` builds, stopped after the hand schedules: (spec, scheduled IRModule).
+    tensor_cores: None (the default rules), "mma" (the b1 tensor-core rule first) or "emulated" (the same
+    rule with the serial twins of its tensor intrinsics)."""
     spec = resolve_target(target)
     mod, _, _ = frontend(model)
     mod = prepare(mod, spec)
     with spec.tvm_target():
-        mod = schedule_pass(spec.family)(mod)
+        if tensor_cores is None:
+            mod = schedule_pass(spec.family)(mod)
+        else:
+            rules = [BitSerialTensorCoreCUDA(emulate=tensor_cores == "emulated"), *cuda_rules(tensor_cores=False)]
+            mod = dlight.ApplyDefaultSchedule(*rules)(mod)
     return spec, mod
 
 
@@ -107,13 +115,17 @@ _THREAD_LOOP = re.compile(r'T\.thread_binding\(([^()]*(?:\([^()]*\))?[^()]*), th
 _WARP_LEVEL = ("mma", "shfl", "shuffle", 'scope="warp"', "ldmatrix")
 
 
-def serial_emulation(mod: tvm.IRModule):
+def serial_emulation(mod: tvm.IRModule, warp_buffers: bool = False):
     """The CUDA-scheduled module with every thread-bound loop made serial, built for this CPU: runs the
-    exact loop nests, index arithmetic, predicates and register/shared buffers of the GPU kernels."""
+    exact loop nests, index arithmetic, predicates and register/shared buffers of the GPU kernels.
+    warp_buffers: allow "warp"-scope buffers (the tensor-core accumulator tiles, indexed [lane, register]
+    by every access, so plain arrays on the CPU) when no warp-level operation touches them."""
     functions = {}
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc):
             text = func.script(show_meta=True)
+            if warp_buffers:
+                text = text.replace('scope="warp"', 'scope="global"')
             assert not [w for w in _WARP_LEVEL if w in text], f"{gv.name_hint}: warp-level code cannot run serially"
             assert "T.thread_binding" in text, f"{gv.name_hint} has no thread binding"
             serial = _THREAD_LOOP.sub(lambda m: f"T.serial({m.group(1)}", text)
@@ -136,6 +148,17 @@ def ptx_of(source: str, target: str) -> str:
     with resolve_target(target).tvm_target():   # nvcc's version check reads Target.current()
         ptx = nvcc.compile_cuda(source, target_format="ptx", arch=ARCH[target], compiler="nvcc")
     return ptx.decode() if isinstance(ptx, (bytes, bytearray)) else str(ptx)
+
+
+def nvcc_ptx(source: str, arch: str) -> str:
+    """PTX of CUDA source for an arch ("sm_80"), whatever the preset."""
+    from tvm.support import nvcc
+    with tvm.target.Target({"kind": "cuda", "arch": arch}):
+        ptx = nvcc.compile_cuda(source, target_format="ptx", arch=arch, compiler="nvcc")
+    return ptx.decode() if isinstance(ptx, (bytes, bytearray)) else str(ptx)
+
+
+B1_MMA_PTX = "mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc"
 
 
 def gpu_target() -> dict:
@@ -223,7 +246,106 @@ def test_zoo_model_schedule_matches_onnxruntime(name, M, N):
     assert_zoo_bar(serial_emulation(mod)(x), onnxruntime_run(model, {"input": x})[0])
 
 
+# ---- b1 tensor cores (opt-in, sm_80+)
+
+TC_CASES = [
+    dict(kind="conv"),
+    dict(kind="conv", abc=True, per_channel=True, stride=2),
+    dict(kind="dense", abc=True, C=129, O=9),
+    dict(kind="conv", k=1, pad=0, stride=2, C=130, O=16),
+    dict(kind="conv", per_channel=True, C=5, O=7, H=8),
+    dict(kind="conv", k=5, pad=2, C=3, O=5, H=7, W=11),
+]
+TC_DEFAULT = 3      # the first three by default, the rest with -m slow
+
+
+def test_tensor_core_rule_is_opt_in(monkeypatch):
+    monkeypatch.delenv(cuda_schedules.TENSOR_CORE_ENV, raising=False)
+    assert not any(isinstance(r, BitSerialTensorCoreCUDA) for r in cuda_rules())
+    monkeypatch.setenv(cuda_schedules.TENSOR_CORE_ENV, "1")
+    assert isinstance(cuda_rules()[0], BitSerialTensorCoreCUDA)
+    # below sm_80 the rule does not apply (no b1 m16n8k256 MMA)
+    model, _ = binary_layer_model(kind="conv")
+    spec = resolve_target("cuda-sm90")
+    mod = prepare(frontend(model)[0], spec)
+    func = next(f for gv, f in mod.functions.items() if "bitserial" in gv.name_hint)
+    assert BitSerialTensorCoreCUDA().apply(func, tvm.target.Target({"kind": "cuda", "arch": "sm_75"}), False) is None
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_b1_mma_probe_emits_and_popc(arch):
+    target = tvm.target.Target({"kind": "cuda", "arch": arch}, host={"kind": "llvm"})
+    source = cuda_source(tvm.compile(tvm.IRModule({"bmma_probe": bmma_and_popc_probe()}), target=target))
+    assert B1_MMA_PTX in source
+    assert B1_MMA_PTX in nvcc_ptx(source, arch)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=case_id(c), marks=() if k < TC_DEFAULT else pytest.mark.slow)
+                                  for k, c in enumerate(TC_CASES)])
+def test_tensor_core_schedule_is_exact_and_emits_mma(case):
+    """The b1 tensor-core schedule, with the serial twins of its intrinsics, run on the CPU: bit for bit
+    onnxruntime's output (checks the GEMM normalisation, im2col, zero padding, tiling, the accumulator
+    fragment layout and the store); the same schedule with the real intrinsics has the b1 MMA."""
+    model, x = binary_layer_model(**case)
+    _, emulated = scheduled(model, "cuda-sm80", tensor_cores="emulated")
+    got = serial_emulation(emulated, warp_buffers=True)(x)
+    want = onnxruntime_run(model, {"x": x})[0]
+    assert np.array_equal(got, want), f"max |diff| {np.abs(got - want).max()}"
+    spec, mod = scheduled(model, "cuda-sm80", tensor_cores="mma")
+    source = cuda_source(tvm.compile(mod, target=spec.tvm_target()))
+    assert B1_MMA_PTX in source
+    if HAS_NVCC and case == TC_CASES[0]:
+        for arch in ("sm_80", "sm_90"):
+            assert B1_MMA_PTX in nvcc_ptx(source, arch)
+
+
+def test_patvm_compile_with_tensor_cores(monkeypatch):
+    monkeypatch.setenv(cuda_schedules.TENSOR_CORE_ENV, "1")
+    model, _ = binary_layer_model(kind="conv", C=128, O=64, H=6)
+    for target in ("cuda-sm80", "cuda-sm90"):
+        assert B1_MMA_PTX in cuda_source(patvm.compile(model, target=target).module)
+
+
+@pytest.mark.slow
+def test_tensor_core_zoo_model_schedule_matches_onnxruntime():
+    model, x = exact_zoo("pa-resnet18", 2, 1)
+    _, mod = scheduled(model, "cuda-sm90", tensor_cores="emulated")
+    assert_zoo_bar(serial_emulation(mod, warp_buffers=True)(x), onnxruntime_run(model, {"input": x})[0])
+
+
 # ---- on a GPU
+
+@needs_gpu
+def test_b1_mma_probe_on_gpu():
+    major = int(tvm.cuda(0).compute_version.split(".")[0])
+    if major < 8:
+        pytest.skip("the b1 m16n8k256 MMA needs sm_80+")
+    target = tvm.target.Target(gpu_target(), host={"kind": "llvm"})
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2**64, size=(16, 4), dtype=np.uint64)
+    b = rng.integers(0, 2**64, size=(8, 4), dtype=np.uint64)
+    with target:
+        ex = tvm.compile(tvm.IRModule({"bmma_probe": bmma_and_popc_probe()}), target=target)
+    dev = tvm.cuda(0)
+    out = tvm.runtime.empty((16, 8), "int32", dev)
+    ex.mod["bmma_probe"](tvm.runtime.tensor(a, dev), tvm.runtime.tensor(b, dev), out)
+    bits = lambda w: np.unpackbits(w.view(np.uint8), axis=-1)  # noqa: E731
+    want = (bits(a)[:, None, :] & bits(b)[None, :, :]).sum(-1).astype(np.int32)
+    np.testing.assert_array_equal(out.numpy(), want)
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", TC_CASES, ids=case_id)
+def test_tensor_core_layer_on_gpu_bit_exact(case, monkeypatch):
+    if int(tvm.cuda(0).compute_version.split(".")[0]) < 8:
+        pytest.skip("the b1 m16n8k256 MMA needs sm_80+")
+    monkeypatch.setenv(cuda_schedules.TENSOR_CORE_ENV, "1")
+    model, x = binary_layer_model(**case)
+    got = patvm.compile(model, target=gpu_target()).run(x)[0]
+    want = onnxruntime_run(model, {"x": x})[0]
+    assert np.array_equal(got, want), f"max |diff| {np.abs(got - want).max()}"
+
 
 @needs_gpu
 @pytest.mark.parametrize("case", LAYER_CASES, ids=case_id)
