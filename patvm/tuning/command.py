@@ -67,9 +67,21 @@ def run_tune(args) -> None:
         options = SearchOptions(per_iter=args.per_iter, population=args.population,
                                 evolve_iters=args.evolve_iters, session_timeout=args.session_timeout,
                                 seed=args.seed)
-        report = tune_model(args.model, target=args.target, trials=args.trials, db=args.db,
-                            rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key, strategy=args.strategy,
-                            options=options, only=args.only)
+        try:
+            report = tune_model(args.model, target=args.target, trials=args.trials, db=args.db,
+                                rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key, strategy=args.strategy,
+                                options=options, only=args.only)
+        except KeyboardInterrupt:
+            # The run is saved (tune_model flushed the database and stopped its workers). Exit now with
+            # 130: when the Ctrl-C landed in code run through PyRun_String (a Cython module's init during
+            # one of MetaSchedule's lazy imports), CPython remembers it as "unhandled" and would kill the
+            # process with SIGINT at exit even though it was handled.
+            import os
+            import sys
+            print("patvm: interrupted", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         print(json.dumps(report.as_dict()) if args.json else report.table())
     if args.export_best:
         result = database.export_best(args.db, args.export_best)

@@ -19,6 +19,8 @@ import contextlib
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +168,25 @@ def _environment(**values):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _sigint_seen():
+    """Remember that Ctrl-C was pressed (it still raises KeyboardInterrupt as usual)."""
+    state = {"seen": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum, frame):
+        state["seen"] = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _local_cores() -> int:
@@ -317,6 +338,12 @@ def tune_model(model, target="host", trials: int = 64, db="tuning", *, rpc_track
     from tvm.s_tir import meta_schedule as ms
 
     options = options or SearchOptions()
+    try:
+        # imported now, not lazily in the middle of the search (slow, and a Ctrl-C landing in an import
+        # of xgboost -> sklearn -> scipy would be reported as an unhandled KeyboardInterrupt at exit)
+        import xgboost  # noqa: F401
+    except ImportError as exc:
+        raise PatvmError(f"patvm tune needs xgboost (MetaSchedule's cost model): pip install xgboost ({exc})") from exc
     if trials < 0:
         raise PatvmError("--trials must be >= 0")
     if bool(rpc_tracker) != bool(rpc_key):
@@ -352,9 +379,16 @@ def tune_model(model, target="host", trials: int = 64, db="tuning", *, rpc_track
         with _logs_to_file(folder) as log, _environment(TVM_NUM_THREADS=threads):
             machines = _Machines(spec, options, rpc_tracker, rpc_key)
             try:
-                results = _tune_tasks(tasks, spec, tvm_target, trials, store, meta, machines, options,
-                                      progress, log, only, cores, ms)
-                report.tasks = results
+                with _sigint_seen() as sigint:
+                    try:
+                        report.tasks = _tune_tasks(tasks, spec, tvm_target, trials, store, meta, machines,
+                                                   options, progress, log, only, cores, ms)
+                    except Exception:
+                        # Ctrl-C inside one of MetaSchedule's Python callbacks comes back through TVM's
+                        # C++ layer as another exception type
+                        if sigint["seen"]:
+                            raise KeyboardInterrupt from None
+                        raise
             except KeyboardInterrupt:
                 report.interrupted = True
                 store.flush()
@@ -403,8 +437,9 @@ def _tune_tasks(tasks: list[TuningTask], spec, tvm_target, trials, store, meta, 
             entry = store.commit(record)
             notes[task.shash]["hand"] = entry.trace_key
             notes[task.shash]["hand_ms"] = entry.seconds * 1e3
-        store.flush()
+        # the note first: a record file with a hand record the note does not name would count it as a trial
         dbmod.write_meta(store.folder, meta)
+        store.flush()
 
     # 2. the search, task by task
     results = []

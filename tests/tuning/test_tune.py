@@ -32,6 +32,28 @@ def searched_per_workload(db):
     return counts
 
 
+def run_until(args, log, records, lines, sig, timeout=400):
+    """Start `patvm tune`, send `sig` once the record file has `lines` lines; (exit code, pids left alive)."""
+    start = time.monotonic()
+    proc = patvm_popen(*args, log=log)
+    seen = {}
+    try:
+        while not (records.is_file() and len(records.read_text().splitlines()) >= lines):
+            for p in process_tree(proc.pid):
+                seen[p.pid] = p
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() - start < timeout, f"no checkpoint after {timeout} s"
+            time.sleep(0.2)
+        for p in process_tree(proc.pid):
+            seen[p.pid] = p
+        os.kill(proc.pid, sig)
+        code = proc.wait(timeout=120)
+        psutil.wait_procs(list(seen.values()), timeout=30)
+        return code, alive(seen.values())
+    finally:
+        stop_tree(proc)
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tune")
@@ -41,30 +63,19 @@ def tuned(tmp_path_factory):
     records = db / dbmod.RECORD_FILE
     timings = {}
 
-    # run 1: SIGKILL once a searched record is on disk (2 hand-schedule records + 1)
+    # run 1: Ctrl-C once the 2 hand-schedule records and one searched record are on disk
     start = time.monotonic()
-    proc = patvm_popen(*args, log=folder / "run1.log")
-    seen = {}
-    try:
-        while not (records.is_file() and len(records.read_text().splitlines()) >= 3):
-            for p in process_tree(proc.pid):
-                seen[p.pid] = p
-            assert proc.poll() is None, (folder / "run1.log").read_text()
-            assert time.monotonic() - start < 400, "no checkpoint after 400 s"
-            time.sleep(0.2)
-        for p in process_tree(proc.pid):
-            seen[p.pid] = p
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        psutil.wait_procs(list(seen.values()), timeout=30)
-        left_running = alive(seen.values())
-    finally:
-        stop_tree(proc)
-    timings["killed_after"] = time.monotonic() - start
-    after_kill = dbmod.load_database(db)          # strict: raises on any broken line
-    leftovers = sorted(p.name for p in db.glob(".tmp-*"))
+    sigint_code, sigint_alive = run_until(args, folder / "run1.log", records, 3, signal.SIGINT)
+    timings["sigint_after"] = time.monotonic() - start
+    after_sigint = dbmod.load_database(db)          # strict: raises on any broken line
+    # run 2: the same command resumes; SIGKILL once it wrote one more record
+    start = time.monotonic()
+    sigkill_code, sigkill_alive = run_until(args, folder / "run2.log", records, len(after_sigint.entries) + 1,
+                                            signal.SIGKILL)
+    timings["sigkill_after"] = time.monotonic() - start
+    after_kill = dbmod.load_database(db)
 
-    # run 2: the same command resumes; run 3: nothing left to do
+    # run 3: the same command finishes; run 4: nothing left to do
     start = time.monotonic()
     resumed = patvm_cli(*args)
     timings["resume"] = time.monotonic() - start
@@ -73,17 +84,25 @@ def tuned(tmp_path_factory):
     timings["rerun"] = time.monotonic() - start
     print(f"\ntuning timings (s): {timings}")
     return SimpleNamespace(folder=folder, db=db, model=model, x=x, model_path=model_path,
-                           after_kill=after_kill, leftovers=leftovers, left_running=left_running,
-                           killed_log=(folder / "run1.log").read_text(), resumed=resumed, again=again,
+                           after_sigint=after_sigint, after_kill=after_kill, sigint_code=sigint_code,
+                           sigkill_code=sigkill_code, left_running=sigint_alive + sigkill_alive,
+                           sigint_log=(folder / "run1.log").read_text(), resumed=resumed, again=again,
                            timings=timings)
 
 
+def test_ctrl_c_saves_and_says_how_to_resume(tuned):
+    assert tuned.sigint_code == 130, tuned.sigint_log
+    assert "records are safe in" in tuned.sigint_log
+    assert "run the same command to resume" in tuned.sigint_log and "Traceback" not in tuned.sigint_log
+    assert len(tuned.after_sigint.entries) >= 3 and not tuned.after_sigint.problems
+
+
 def test_sigkill_leaves_a_valid_database_and_no_workers(tuned):
-    assert len(tuned.after_kill.entries) >= 3 and not tuned.after_kill.problems
+    assert tuned.sigkill_code == -signal.SIGKILL
+    assert len(tuned.after_kill.entries) > len(tuned.after_sigint.entries) and not tuned.after_kill.problems
     assert tuned.left_running == []               # builder / runner workers died with their parent
     # a killed run can leave an unrenamed temporary file; it is never read, and the next run removes it
     assert not list(tuned.db.glob(".tmp-*"))
-    assert "[1/2]" in tuned.killed_log and "hand" in tuned.killed_log
 
 
 def test_resume_runs_only_the_missing_trials(tuned):
@@ -101,7 +120,9 @@ def test_resume_runs_only_the_missing_trials(tuned):
 def test_progress_and_table(tuned):
     out, err = tuned.resumed.stdout, tuned.resumed.stderr
     # progress on stderr: task, trials done / total, best so far, elapsed
-    assert "[2/2] pa_pack_activation_planes" in err and f"/{TRIALS} trials" in err and "best " in err
+    assert "pa_pack_activation_planes" in err and f"/{TRIALS} trials" in err and "best " in err
+    assert "measuring the hand schedules" in tuned.sigint_log          # once, in the first run only
+    assert "measuring the hand schedules" not in err
     assert any(line.rstrip().split("  ")[-1].count(":") == 1 for line in err.splitlines() if "trials" in line)
     # MetaSchedule's own log went to the file, not to the terminal
     assert "evolutionary_search" not in err + out and "task_scheduler" not in err + out
@@ -151,24 +172,33 @@ def test_tuned_build_is_correct_and_timed(tuned, record_property):
           f"({t_untuned / t_tuned:.2f}x)")
 
 
-def test_cli_compile_uses_the_database_and_refuses_a_broken_one(tuned, tmp_path):
+def cli(capsys, *args):
+    """`patvm ...` in this process (the subprocess start-up is 5-10 s here); (exit code, stdout, stderr)."""
+    from patvm.cli import main
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_compile_refuses_a_broken_database_in_one_line(tuned, tmp_path, capsys):
     import shutil
     broken = tmp_path / "db"
     shutil.copytree(tuned.db, broken)
     path = broken / dbmod.RECORD_FILE
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:-1] + [lines[-1][:-7]]) + "\n")
-    result = patvm_cli("compile", tuned.model_path, "--tuning-db", broken, "-o", tmp_path / "m.so",
+    code, _, err = cli(capsys, "compile", tuned.model_path, "--tuning-db", broken, "-o", tmp_path / "m.so",
                        "--strategy", "bit-serial")
-    assert result.returncode == 2, result.stderr
-    (line,) = result.stderr.strip().splitlines()
+    assert code == 2, err
+    (line,) = err.strip().splitlines()
     assert line.startswith("patvm: error:") and f"{path}:{len(lines)}:" in line
 
 
-def test_export_best_from_the_cli(tuned, tmp_path):
+def test_export_best_from_the_cli(tuned, tmp_path, capsys):
     out = tmp_path / "schedules" / "host"
-    result = patvm_cli("tune", "--db", tuned.db, "--export-best", out)
-    assert result.returncode == 0, result.stderr
+    code, stdout, err = cli(capsys, "tune", "--db", tuned.db, "--export-best", out)
+    assert code == 0, err
+    assert "best records of 2 kernel(s)" in stdout
     exported = dbmod.load_database(out)
     assert len(exported.entries) == len(exported.workloads) == 2
     meta = json.loads((out / dbmod.META_FILE).read_text())
@@ -176,6 +206,6 @@ def test_export_best_from_the_cli(tuned, tmp_path):
                                                           "pa_pack_activation_planes"}
 
 
-def test_another_target_needs_another_folder(tuned):
-    result = patvm_cli("tune", tuned.model_path, "--db", tuned.db, "--target", "x86-avx2", "--trials", 1)
-    assert result.returncode == 2 and "use another --db folder per target" in result.stderr
+def test_another_target_needs_another_folder(tuned, capsys):
+    code, _, err = cli(capsys, "tune", tuned.model_path, "--db", tuned.db, "--target", "x86-avx2", "--trials", 1)
+    assert code == 2 and "use another --db folder per target" in err
