@@ -132,7 +132,7 @@ class NetBuilder:
 
     def concat(self, xs: list[Act]) -> Act:
         return Act(self.writer.concat([x.name for x in xs]), np.concatenate([x.data for x in xs], axis=1),
-                   ex.concat([x.grid for x in xs]))
+                   self.budget.concat([x.grid for x in xs]))
 
     def maxpool(self, x: Act, kernel: int, stride: int, pad: int) -> Act:
         return Act(self.writer.maxpool(x.name, kernel, stride, pad), calibrate.maxpool(x.data, kernel, stride, pad),

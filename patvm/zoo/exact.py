@@ -240,10 +240,10 @@ class BitBudget:
         return Grid.of(lo, hi, q, np.maximum(grid.sums * s + bias, np.maximum(np.abs(lo), np.abs(hi))))
 
     def add(self, a: Grid | None, b: Grid | None, what: str) -> Grid | None:
-        if a is None or b is None:
-            return None
         """A fused Conv+Add sums one operand's terms onto the other: its partial sums are bounded by the
         conv's (`sums`) plus the other operand."""
+        if a is None or b is None:
+            return None
         out = Grid.of(a.lo + b.lo, a.hi + b.hi, np.minimum(a.q, b.q))
         self.check(np.maximum(a.sums + b.mag, a.mag + b.sums), out.q, what)
         return out
@@ -262,8 +262,7 @@ class BitBudget:
         self.check(sums, grid.q, what)
         return Grid.of(grid.lo, grid.hi, grid.q - (n.bit_length() - 1))
 
-
-def concat(grids: list[Grid | None]) -> Grid | None:
-    if any(g is None for g in grids):
-        return None
-    return Grid.of(*(np.concatenate([getattr(g, f) for g in grids]) for f in ("lo", "hi", "q")))
+    def concat(self, grids: list[Grid | None]) -> Grid | None:
+        if any(g is None for g in grids):
+            return None
+        return Grid.of(*(np.concatenate([getattr(g, f) for g in grids]) for f in ("lo", "hi", "q")))

@@ -5,14 +5,17 @@ elements off by more than 1e-3 of the output's range. It is only meaningful on e
 (`patvm.zoo.exact`): the normal random zoo networks are chaotic (a rounding difference in one conv flips a
 quantizer threshold and the flips cascade; onnxruntime against itself at another optimisation level
 already fails the bar). On an exact model every value before the final pool is computed exactly in any
-order, so a correct compiler leaves only the pool's and the FC's rounding: the test also asserts that the
-largest difference is tiny (DIFF_OF_RANGE), which any threshold flip would exceed.
+order, so a correct compiler leaves only the pool's and the FC's rounding. So the test also asserts more
+than the bar: the tensor entering the GlobalAveragePool (made a second graph output) is bit-identical,
+and the largest logit difference is tiny (DIFF_OF_RANGE), which any threshold flip would exceed.
 
 Default runs use 32 x 32 images (one batch of 16); 224 x 224, pa-resnet34/50 and most (M, N) pairs of the
 slow-compiling MobileNet and DenseNet are `slow` (pytest -m slow).
 """
 import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 import patvm
 from conftest import onnxruntime_run
@@ -51,9 +54,23 @@ def binary_layers(model) -> int:
     return sum(1 for n in model.graph.node if n.op_type in ("Conv", "Gemm") and n.input[0] in quantized)
 
 
+def with_pre_pool_output(model, batch: int, size: int) -> onnx.ModelProto:
+    """The model with the GlobalAveragePool's input as a second output ([batch, C, size/32, size/32])."""
+    pool = next(n for n in model.graph.node if n.op_type == "GlobalAveragePool")
+    fc = next(n for n in model.graph.node if n.op_type == "Gemm")
+    channels = next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == fc.input[1]).shape[1]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    side = size // zoo.MIN_IMAGE_SIZE
+    probe.graph.output.append(onnx.helper.make_tensor_value_info(pool.input[0], onnx.TensorProto.FLOAT,
+                                                                 [batch, channels, side, side]))
+    return probe
+
+
 @pytest.mark.parametrize("name,M,N,size", cases())
 def test_zoo_model_matches_onnxruntime(name, M, N, size, record_property):
-    model = zoo.build_model(name, M=M, N=N, batch=IMAGES, image_size=size, exact=True)
+    model = with_pre_pool_output(zoo.build_model(name, M=M, N=N, batch=IMAGES, image_size=size, exact=True),
+                                 IMAGES, size)
     compiled = patvm.compile(model, target="host", strategy="bit-serial")
 
     layers = compiled.layers
@@ -63,8 +80,8 @@ def test_zoo_model_matches_onnxruntime(name, M, N, size, record_property):
     assert layers[-1]["op"] == "dense" and strategies[-1] == "fp32", compiled.report()     # the FC
 
     x = ex.dyadic_images(np.random.default_rng([M, N, size]), (IMAGES, 3, size, size))
-    got = compiled.run(x)[0]
-    want = onnxruntime_run(model, {"input": x})[0]
+    got, got_pre_pool = compiled.run(x)
+    want, want_pre_pool = onnxruntime_run(model, {"input": x})
     assert got.shape == want.shape == (IMAGES, 1000)
     diff = np.abs(got.astype(np.float64) - want)
     span = float(np.ptp(want))
@@ -73,7 +90,10 @@ def test_zoo_model_matches_onnxruntime(name, M, N, size, record_property):
     record_property("max_abs_diff", float(diff.max()))
     record_property("fraction_off", fraction_off)
     record_property("top1_agreement", top1)
+    pre_pool_identical = np.array_equal(got_pre_pool, want_pre_pool)
+    record_property("pre_pool_bit_identical", pre_pool_identical)
     summary = f"max |diff| {diff.max():.3g} (range {span:.3g}), {fraction_off:.2%} off, top-1 {top1:.0%}"
     assert top1 == 1.0, summary
     assert fraction_off <= MAX_FRACTION_OFF, summary
     assert diff.max() <= DIFF_OF_RANGE * span, summary
+    assert pre_pool_identical, f"{np.mean(got_pre_pool != want_pre_pool):.2%} of the pre-pool values differ"
