@@ -84,6 +84,7 @@ ZOO_EMULATED = [
     pytest.param("pa-resnet18", 2, 1, id="pa-resnet18-M2N1"),
     pytest.param("abc-resnet18", 1, 1, id="abc-resnet18-M1N1", marks=pytest.mark.slow),
     pytest.param("pa-mobilenet-v1", 2, 1, id="pa-mobilenet-v1-M2N1", marks=pytest.mark.slow),
+    pytest.param("pa-resnet18", 4, 5, id="pa-resnet18-M4N5", marks=pytest.mark.slow),
 ]
 ZOO_IMAGES = 8
 OFF_OF_RANGE, DIFF_OF_RANGE = 1e-3, 1e-4     # the bar of tests/compiler/test_zoo_models.py

@@ -102,7 +102,7 @@ def bind_spatial(sch: s_tir.Schedule, block, max_threads: int, preferred: int = 
     sch.bind(bx, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
     if reduce:
-        sch.decompose_reduction(block, reduce[0])
+        try_decompose_reduction(sch, block, reduce[0])
     return tx
 
 
@@ -122,19 +122,51 @@ def _loops_below(sch: s_tir.Schedule, block, anchor) -> tuple[list, list]:
     return below[:kept_planes], below[kept_planes:]
 
 
-class BitSerialCUDA(ScheduleRule):
+def try_decompose_reduction(sch: s_tir.Schedule, block, loop) -> None:
+    """Split the init of a reduction off before `loop`. After a thread split whose tail needs a predicate
+    TVM may no longer see the bindings as quasi-affine and refuses; then the block keeps its init, which
+    lowers to `if (first reduction step) acc = init` inside the loop: the same result (and free once the
+    loop is unrolled)."""
+    try:
+        sch.decompose_reduction(block, loop)
+    except s_tir.ScheduleError as exc:
+        logger.debug("decompose_reduction refused, init stays in the loop: %s", str(exc).splitlines()[-1])
+
+
+class _SafeRule(ScheduleRule):
+    """A hand rule that must never break the build: if it throws on a shape it was not written for, the
+    PrimFunc gets dlight's Fallback (every block bound, correct, slow) and a warning says so."""
+
+    def matches(self, func: tirx.PrimFunc, target: Target) -> bool:
+        raise NotImplementedError
+
+    def schedule(self, func: tirx.PrimFunc, target: Target) -> s_tir.Schedule:
+        raise NotImplementedError
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or not _is_cuda(target) or not self.matches(func, target):
+            return None
+        try:
+            return self.schedule(func, target)
+        except Exception as exc:  # noqa: BLE001 - any failure: the generic, correct schedule instead
+            logger.warning("%s failed (%s); using dlight's Fallback schedule", type(self).__name__,
+                           (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200])
+            return dlight.gpu.Fallback().apply(func, target, tunable)
+
+
+class BitSerialCUDA(_SafeRule):
     """One thread per (output pixel, output channel); see the module docstring."""
 
     def __init__(self, threads: int = 128):
         self.threads = threads
 
-    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
-        if not isinstance(func, tirx.PrimFunc) or not _is_cuda(target):
-            return None
+    def matches(self, func: tirx.PrimFunc, target: Target) -> bool:
+        names = block_names(s_tir.Schedule(func))
+        return CONV_BLOCK in names and COUNT_BLOCK in names
+
+    def schedule(self, func: tirx.PrimFunc, target: Target) -> s_tir.Schedule:
         sch = s_tir.Schedule(func)
         names = block_names(sch)
-        if CONV_BLOCK not in names or COUNT_BLOCK not in names:
-            return None
         side = [name for name in SIDE_BLOCKS if name in names]
         last = names[-1]
         _inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last, *side})
@@ -164,14 +196,14 @@ class BitSerialCUDA(ScheduleRule):
         plane_loops, reduce_loops = _loops_below(sch, counts, tx)
         if reduce_loops:
             sch.reorder(*reduce_loops, *plane_loops)
-            sch.decompose_reduction(counts, reduce_loops[0])
+            try_decompose_reduction(sch, counts, reduce_loops[0])
         for loop in plane_loops:
             sch.unroll(loop)
         for loop in sch.get_loops(conv)[2:]:    # the phi combine over (i, j): unrolled
             sch.unroll(loop)
         if side:
             # correction terms: simple spatial kernels; the output (with the epilogue) after them
-            sch.decompose_reduction(conv, i)
+            try_decompose_reduction(sch, conv, i)
             for name in side:
                 bind_spatial(sch, sch.get_sblock(name), _max_threads(target))
             if last != CONV_BLOCK:
@@ -180,20 +212,18 @@ class BitSerialCUDA(ScheduleRule):
             if last != CONV_BLOCK:
                 sch.set_scope(conv, 0, "local")
                 sch.reverse_compute_at(sch.get_sblock(last), tx)
-            sch.decompose_reduction(conv, i)
+            try_decompose_reduction(sch, conv, i)
         return sch
 
 
-class PackActivationCUDA(ScheduleRule):
+class PackActivationCUDA(_SafeRule):
     """The thermometer packer: one thread per output word, w fastest (coalesced float loads)."""
 
-    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
-        if not isinstance(func, tirx.PrimFunc) or not _is_cuda(target):
-            return None
+    def matches(self, func: tirx.PrimFunc, target: Target) -> bool:
+        return PACK_BLOCK in block_names(s_tir.Schedule(func))
+
+    def schedule(self, func: tirx.PrimFunc, target: Target) -> s_tir.Schedule:
         sch = s_tir.Schedule(func)
-        names = block_names(sch)
-        if PACK_BLOCK not in names:
-            return None
         _inline_all_except(sch, {PACK_BLOCK})
         max_threads = _max_threads(target)
         for name in block_names(sch):
@@ -206,7 +236,7 @@ class PackActivationCUDA(ScheduleRule):
         tx = bind_spatial(sch, store, max_threads, order=[0, 1, 3, 4, 2])
         sch.compute_at(block, tx)
         bits = sch.get_loops(block)[-1]
-        sch.decompose_reduction(block, bits)
+        try_decompose_reduction(sch, block, bits)
         sch.unroll(bits)
         return sch
 
