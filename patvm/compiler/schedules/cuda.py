@@ -15,11 +15,15 @@ fastest across threads so that the float loads `X[n, c, h, w]` are coalesced; th
 runs serially (unrolled) in each thread.
 
 Every other PrimFunc (fp32 first/last layers, depthwise convs, pooling, dense, softmax, elementwise)
-goes to TVM's own dlight GPU rules: Matmul, GEMV, Reduction, GeneralReduction, then Fallback (which binds
-any loop nest; every PrimFunc must carry thread bindings or the CUDA build fails with "did you forget to
-bind?").
+goes to TVM's own dlight GPU rules: Matmul (the fp32 first conv, as a GEMM), then `SmallReductionCUDA`
+(short reductions such as 3x3 depthwise convs and pooling: one thread per output), GEMV, Reduction,
+GeneralReduction, and Fallback (which binds any loop nest; every PrimFunc must carry thread bindings or
+the CUDA build fails with "did you forget to bind?"). dlight's analyses can throw on shapes they do not
+expect (0.27's GEMV asserts on some depthwise convs): `Guarded` turns that into "does not apply".
 
-`BitSerialTensorCoreCUDA` (optional, see docs/cuda.md): see the notes there on b1 MMA.
+`BitSerialTensorCoreCUDA` (opt-in: PATVM_CUDA_TENSOR_CORES=1, sm_80+) computes the integer counts as one
+b1 GEMM on tensor cores (`mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc`) through tensor
+intrinsics registered here. docs/cuda.md describes both paths and what has been verified without a GPU.
 """
 from __future__ import annotations
 
