@@ -35,7 +35,7 @@ class Progress:
         self.live = self.stream.isatty() if live is None else live
         self.total_tasks = total_tasks
         self.tick = tick
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()   # re-entrant: a signal handler may print
         self._state: dict | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -171,22 +171,38 @@ def _environment(**values):
 
 
 @contextlib.contextmanager
-def _sigint_seen():
-    """Remember that Ctrl-C was pressed (it still raises KeyboardInterrupt as usual)."""
+def _sigint_seen(progress):
+    """Ctrl-C once: finish the batch in flight, save it, stop (checked at each checkpoint and between
+    steps). Ctrl-C twice: exit at once with 130, losing only the batch in flight (every finished batch is
+    already on disk; the workers exit when their pipes close; the kernel drops the folder lock).
+
+    Not a KeyboardInterrupt raised from the handler: MetaSchedule's C++ search polls Python's signal
+    handlers, and an exception raised there ends in std::terminate (a segfault report, TVM 0.27)."""
     state = {"seen": False}
     if threading.current_thread() is not threading.main_thread():
         yield state
         return
 
     def handler(signum, frame):
+        if state["seen"]:
+            try:
+                progress.message("patvm: interrupted at once; the finished batches are saved, run the same "
+                                 "command to resume")
+            finally:
+                os._exit(130)
         state["seen"] = True
-        raise KeyboardInterrupt
+        progress.message("patvm: stopping after the batch in flight (Ctrl-C again to stop at once)")
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
         yield state
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _stop_if_asked(sigint) -> None:
+    if sigint is not None and sigint["seen"]:
+        raise KeyboardInterrupt
 
 
 def _local_cores() -> int:
@@ -311,6 +327,20 @@ def _measure(builder, runner, target, items: list) -> list:
     return results
 
 
+def _warm_start(cost_model, context, store, task, log, ms) -> None:
+    """On a resumed run, train the cost model on the measurements DIR already holds for this task (a fresh
+    XGBoost model would otherwise steer the first batch at random)."""
+    try:
+        workload = store.database.commit_workload(task.mod)
+        records = store.database.get_top_k(workload, 1 << 20)
+        if records:
+            cost_model.update(context, [r.as_measure_candidate() for r in records],
+                              [ms.runner.RunnerResult(run_secs=r.run_secs, error_msg=None) for r in records])
+            log.info("cost model warmed up with %d records of %s", len(records), task.name)
+    except Exception as exc:  # noqa: BLE001 - only an optimisation: search on with a cold model
+        log.warning("cost model warm start failed for %s: %s", task.name, exc)
+
+
 def _checkpoint_callback(on_batch):
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
@@ -348,6 +378,8 @@ def tune_model(model, target="host", trials: int = 64, db="tuning", *, rpc_track
         raise PatvmError("--trials must be >= 0")
     if bool(rpc_tracker) != bool(rpc_key):
         raise PatvmError("--rpc-tracker and --rpc-key go together")
+    if isinstance(model, (str, os.PathLike)) and not os.path.isfile(model):
+        raise PatvmError(f"no such model: {os.fspath(model)}")
     spec = resolve_target(target)
     cores = _target_cores(spec)
     folder = Path(db)
@@ -379,10 +411,10 @@ def tune_model(model, target="host", trials: int = 64, db="tuning", *, rpc_track
         with _logs_to_file(folder) as log, _environment(TVM_NUM_THREADS=threads):
             machines = _Machines(spec, options, rpc_tracker, rpc_key)
             try:
-                with _sigint_seen() as sigint:
+                with _sigint_seen(progress) as sigint:
                     try:
                         report.tasks = _tune_tasks(tasks, spec, tvm_target, trials, store, meta, machines,
-                                                   options, progress, log, only, cores, ms)
+                                                   options, progress, log, only, cores, ms, sigint)
                     except Exception:
                         # Ctrl-C inside one of MetaSchedule's Python callbacks comes back through TVM's
                         # C++ layer as another exception type
@@ -407,7 +439,7 @@ def tune_model(model, target="host", trials: int = 64, db="tuning", *, rpc_track
 
 
 def _tune_tasks(tasks: list[TuningTask], spec, tvm_target, trials, store, meta, machines, options,
-                progress, log, only, cores, ms) -> list[TaskResult]:
+                progress, log, only, cores, ms, sigint=None) -> list[TaskResult]:
     notes = meta.setdefault("tasks", {})
     # 1. hand-schedule baselines, measured once, in one batch
     missing = []
@@ -440,6 +472,7 @@ def _tune_tasks(tasks: list[TuningTask], spec, tvm_target, trials, store, meta, 
         # the note first: a record file with a hand record the note does not name would count it as a trial
         dbmod.write_meta(store.folder, meta)
         store.flush()
+        _stop_if_asked(sigint)
 
     # 2. the search, task by task
     results = []
@@ -447,6 +480,7 @@ def _tune_tasks(tasks: list[TuningTask], spec, tvm_target, trials, store, meta, 
                                         adaptive_training=True, num_tuning_cores=_local_cores(),
                                         early_stopping_rounds=options.xgb_early_stopping)
     for index, task in enumerate(tasks, start=1):
+        _stop_if_asked(sigint)
         note = notes[task.shash]
         entries = store.entries_for(task.mod)
         hand_entries = [e for e in entries if note.get("hand") and e.trace_key == note["hand"]]
@@ -465,6 +499,7 @@ def _tune_tasks(tasks: list[TuningTask], spec, tvm_target, trials, store, meta, 
                     state["done"] += len(new)
                     state["best"] = min([state["best"]] + [e.seconds for e in new])
                     progress.update(done=state["done"], best=state["best"])
+                _stop_if_asked(sigint)
 
             context = ms.TuneContext(
                 mod=task.mod, target=tvm_target, space_generator="post-order-apply",
@@ -475,6 +510,8 @@ def _tune_tasks(tasks: list[TuningTask], spec, tvm_target, trials, store, meta, 
                 rand_state=(options.seed * 7919 + index * 104729 + state["done"]) % (2 ** 31 - 1),
                 num_threads=cores).clone()
             log.info("task %d %s: %d trials in the database, %d to go", index, task.name, state["done"], remaining)
+            if entries:
+                _warm_start(cost_model, context, store, task, log, ms)
             ms.tune_tasks(
                 tasks=[context], task_weights=[1.0], work_dir=str(store.folder / LOG_DIR),
                 max_trials_global=remaining, max_trials_per_task=remaining,

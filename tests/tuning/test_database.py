@@ -229,3 +229,15 @@ def test_export_refuses_an_empty_or_failed_database(kernels, tmp_path):
     failed = make_database(tmp_path / "failed", tasks[:1], spec, [[[1e10]]])
     with pytest.raises(PatvmError, match="no successful measurement"):
         dbmod.export_best(failed, tmp_path / "out")
+
+
+SHIPPED = sorted(p.parent for p in (dbmod.Path(__file__).resolve().parents[2] / "schedules").glob(f"*/{dbmod.RECORD_FILE}"))
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_databases_are_valid(folder):
+    """Every database under schedules/ opens (every line valid) and holds one record per workload."""
+    loaded = dbmod.load_database(folder)
+    assert len(loaded.entries) == len(loaded.workloads) == len(loaded.best_per_workload())
+    meta = dbmod.read_meta(folder)
+    assert meta.get("target"), f"{folder}/{dbmod.META_FILE} names no target"
