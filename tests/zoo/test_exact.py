@@ -14,14 +14,15 @@ from patvm.onnx_format import is_paquantize
 from patvm.zoo import exact as ex
 
 SIZE = 32
+BATCH = 4      # one build serves every test that asks for the same model (calibration ignores the batch)
 BINARY_NAMES = [n for n in zoo.ZOO_NAMES if n.startswith(("pa-", "abc-"))]
 TWIN_NAMES = [n for n in zoo.ZOO_NAMES if n not in BINARY_NAMES]
 Level = ort.GraphOptimizationLevel
 
 
 @functools.cache
-def built(name: str, M: int = 4, N: int = 5, batch: int = 1, size: int = SIZE, exact: bool = True):
-    return zoo.build_model(name, M=M, N=N, batch=batch, image_size=size, exact=exact)
+def built(name: str, M: int = 4, N: int = 5, size: int = SIZE, exact: bool = True):
+    return zoo.build_model(name, M=M, N=N, batch=BATCH, image_size=size, exact=exact)
 
 
 def initializers(model):
@@ -98,20 +99,23 @@ def test_exact_mode_builds_every_zoo_name(name):
         assert ex.EXACT_BITS_KEY not in props
     else:
         assert 10 < float(props[ex.EXACT_BITS_KEY]) <= ex.MANTISSA_BITS
-    x = ex.dyadic_images(np.random.default_rng(1), (1, 3, SIZE, SIZE))
+    x = ex.dyadic_images(np.random.default_rng(1), (BATCH, 3, SIZE, SIZE))
     logits = run_ort(model, x)
-    assert np.all(np.isfinite(logits)) and logits.std() > 0.1
+    assert np.all(np.isfinite(logits)) and np.all(logits.std(axis=1) > 0.1)
+    assert np.abs(logits[0] - logits[1]).max() > 0.1, "two different images give the same logits"
 
 
 def test_exact_and_normal_models_share_the_graph():
-    exact, normal = built("pa-resnet18", 2, 2), built("pa-resnet18", 2, 2, exact=False)
+    exact, normal = built("pa-resnet18", 2, 1), built("pa-resnet18", 2, 1, exact=False)
     assert [(n.op_type, list(n.input)) for n in exact.graph.node] == [(n.op_type, list(n.input)) for n in normal.graph.node]
     assert not normal.metadata_props
     assert any(not np.array_equal(initializers(exact)[k], v) for k, v in initializers(normal).items())
 
 
-@pytest.mark.parametrize("name,M,N", [("pa-resnet18", 8, 7), ("pa-mobilenet-v1", 2, 1), ("pa-densenet121", 4, 5),
-                                      ("abc-resnet18", 3, 3)])
+BUILT = [("pa-resnet18", 8, 7), ("pa-mobilenet-v1", 2, 1), ("pa-densenet121", 4, 5), ("abc-resnet18", 3, 3)]
+
+
+@pytest.mark.parametrize("name,M,N", BUILT)
 def test_parameters_are_dyadic(name, M, N):
     model = built(name, M, N)
     weights = initializers(model)
@@ -141,12 +145,11 @@ def test_parameters_are_dyadic(name, M, N):
             assert (levels[0] == 0) == name.startswith("pa-")
 
 
-@pytest.mark.parametrize("name,M,N", [("pa-resnet18", 2, 1), ("pa-resnet18", 8, 7), ("pa-mobilenet-v1", 4, 5),
-                                      ("pa-densenet121", 2, 2), ("abc-resnet18", 3, 3)])
-def test_onnxruntime_bit_identical_across_threads_and_optimisation_levels(name, M, N):
+@pytest.mark.parametrize("name,M,N,size", [(*case, SIZE) for case in BUILT] + [("pa-resnet18", 2, 1, 64)])
+def test_onnxruntime_bit_identical_across_threads_and_optimisation_levels(name, M, N, size):
     """Order independence: no fusion, Conv+BN fusion, NCHWc layouts, 1 or 2 threads -- the same bits."""
-    model = built(name, M, N, batch=4, size=64)
-    x = ex.dyadic_images(np.random.default_rng(2), (4, 3, 64, 64))
+    model = built(name, M, N, size)
+    x = ex.dyadic_images(np.random.default_rng(2), (BATCH, 3, size, size))
     reference = run_ort(model, x, Level.ORT_DISABLE_ALL, 1)
     assert np.all(np.std(reference, axis=1) > 0.1) and np.abs(reference[0] - reference[1]).max() > 0.1
     for level, threads in ((Level.ORT_ENABLE_BASIC, 1), (Level.ORT_ENABLE_ALL, 1), (Level.ORT_ENABLE_ALL, 2),
@@ -156,8 +159,8 @@ def test_onnxruntime_bit_identical_across_threads_and_optimisation_levels(name, 
 
 def test_normal_models_are_not_order_independent():
     """What exact mode is for: the same comparison on the normal model flips thresholds and cascades."""
-    model = built("pa-resnet18", 2, 1, batch=4, size=SIZE, exact=False)
-    x = ex.dyadic_images(np.random.default_rng(2), (4, 3, SIZE, SIZE))
+    model = built("pa-resnet18", 2, 1, exact=False)
+    x = ex.dyadic_images(np.random.default_rng(2), (BATCH, 3, SIZE, SIZE))
     a, b = run_ort(model, x, Level.ORT_DISABLE_ALL), run_ort(model, x, Level.ORT_ENABLE_ALL)
     assert np.mean(np.abs(a - b) > 1e-3 * np.ptp(a)) > 0.01
 
@@ -188,7 +191,7 @@ def test_activations_stay_inside_the_proven_grid(name, M, N, monkeypatch):
     is a multiple of 2^q, channel by channel."""
     budgets = []
     monkeypatch.setattr(ex, "BitBudget", lambda: budgets.append(RecordingBudget()) or budgets[-1])
-    model = zoo.build_model(name, M=M, N=N, batch=4, image_size=SIZE, exact=True)
+    model = zoo.build_model(name, M=M, N=N, batch=BATCH, image_size=SIZE, exact=True)
     grids = budgets[0].grids
     assert len(grids) > 20
     probe = onnx.ModelProto()
@@ -197,7 +200,7 @@ def test_activations_stay_inside_the_proven_grid(name, M, N, monkeypatch):
     opts = ort.SessionOptions()
     opts.graph_optimization_level = Level.ORT_DISABLE_ALL
     session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    x = ex.dyadic_images(np.random.default_rng(3), (4, 3, SIZE, SIZE))
+    x = ex.dyadic_images(np.random.default_rng(3), (BATCH, 3, SIZE, SIZE))
     x[0] = ex.INPUT_BOUND            # the extremes of the input range too
     x[1] = -ex.INPUT_BOUND
     values = dict(zip([o.name for o in probe.graph.output], session.run(None, {"input": x})))
@@ -216,8 +219,8 @@ def test_too_wide_for_24_bits_is_refused():
 
 def test_cli_zoo_exact(tmp_path, capsys):
     path = tmp_path / "m.onnx"
-    assert cli.main(["zoo", "pa-mobilenet-v1", "--M", "2", "--N", "1", "--image-size", "32", "--exact",
-                     "-o", str(path)]) == 0
+    assert cli.main(["zoo", "pa-mobilenet-v1", "--M", "2", "--N", "1", "--image-size", str(SIZE), "--batch",
+                     str(BATCH), "--exact", "-o", str(path)]) == 0
     assert f"wrote {path}" in capsys.readouterr().out
     model = onnx.load(str(path))
     assert ex.EXACT_BITS_KEY in {p.key for p in model.metadata_props}
