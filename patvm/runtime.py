@@ -158,11 +158,14 @@ def load_module(path: str | os.PathLike) -> CompiledModel:
 
 
 def module_source(module, fmt: str = "asm") -> str:
-    """The generated source of a built module and its imports (the host code lives in an import)."""
-    texts = []
-    for mod in [module] + list(getattr(module, "imports", [])):
+    """The generated source of a built module and all its imports, however deep (the VM executable holds
+    the host code one level down and device code, CUDA say, two levels down)."""
+    texts, stack = [], [module]
+    while stack:
+        mod = stack.pop()
         try:
             texts.append(mod.inspect_source(fmt))
         except Exception:  # noqa: BLE001 - modules that cannot print this format
-            continue
-    return "\n".join(texts)
+            pass
+        stack.extend(getattr(mod, "imports", []))
+    return "\n".join(t for t in texts if t)

@@ -40,6 +40,6 @@ def build(mod: tvm.IRModule, spec: TargetSpec, database=None):
     """Prepared module -> tvm Executable. Tuned records first, then the hand schedules."""
     if database is not None:
         mod = apply_tuning_database(mod, spec, database)
-    with spec.tvm_target():
+    with spec.tvm_target():  # also for tvm.compile: nvcc must build for the preset's arch, not the local GPU
         mod = schedule_pass(spec.family)(mod)
-    return tvm.compile(mod, target=spec.tvm_target())
+        return tvm.compile(mod, target=spec.tvm_target())

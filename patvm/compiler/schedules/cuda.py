@@ -329,19 +329,9 @@ def cuda_rules(tensor_cores: bool | None = None) -> list:
 
 
 def cuda_source(module) -> str:
-    """The CUDA C source of a built module: an Executable, its `.mod`, or any runtime module. The CUDA
-    module sits two levels down (VM executable -> llvm host module -> cuda), so walk all imports."""
-    root = getattr(module, "mod", module)
-    texts, stack, seen = [], [root], set()
-    while stack:
-        mod = stack.pop()
-        if id(mod) in seen:
-            continue
-        seen.add(id(mod))
-        if mod.kind == "cuda":
-            texts.append(mod.inspect_source("cuda"))
-        stack.extend(reversed(list(mod.imports)))
-    return "\n".join(texts)
+    """The CUDA C source of a built module: an Executable, its `.mod`, or any runtime module."""
+    from patvm.runtime import module_source
+    return module_source(getattr(module, "mod", module), "cuda")
 
 
 # ---- b1 tensor cores (sm_80+): mma.sync m16n8k256 .b1 .and.popc, opt-in (see docs/cuda.md)
