@@ -526,7 +526,7 @@ class GraphGenerator:
         if kind == "matmul-4d":   # MatMul on the last axis of a 4-D quantizer output: not a dense layer
             out = self.c.int(1, 6)
             weight, _ = self.binary_weight((out, w))
-            eb = self.linear_bound(Tensor(q.name, q.shape, q.exp, q.bound), weight, None)
+            eb = self.linear_bound(Tensor(q.name, q.shape, q.exp, q.bound), weight, None)   # fp32: no kernel bound
             if eb is None:
                 return None
             name = self.g.matmul(q.name, np.ascontiguousarray(weight.T))
