@@ -44,6 +44,8 @@ def add_tune_arguments(p: argparse.ArgumentParser) -> None:
     search.add_argument("--per-iter", type=int, default=16, help="candidates per measured batch (default: 16)")
     search.add_argument("--population", type=int, default=512, help="evolutionary population (default: 512)")
     search.add_argument("--evolve-iters", type=int, default=4, help="genetic iterations per batch (default: 4)")
+    search.add_argument("--verify-top", type=int, default=3, help="best candidates per kernel measured again "
+                        "against the hand schedule, back to back, at the end (default: 3; 0: off)")
     search.add_argument("--session-timeout", type=float, default=60.0, help="RPC session seconds per candidate")
     search.add_argument("--seed", type=int, default=0)
 
@@ -62,11 +64,11 @@ def run_tune(args) -> None:
         raise PatvmError("give a MODEL to tune (or --export-best DIR / --repair with --db)")
     if args.model is not None:
         from patvm.tuning.tune import SearchOptions, tune_model
-        if args.per_iter < 1 or args.population < 2 or args.evolve_iters < 0:
-            raise PatvmError("--per-iter must be >= 1, --population >= 2, --evolve-iters >= 0")
+        if args.per_iter < 1 or args.population < 2 or args.evolve_iters < 0 or args.verify_top < 0:
+            raise PatvmError("--per-iter must be >= 1, --population >= 2, --evolve-iters and --verify-top >= 0")
         options = SearchOptions(per_iter=args.per_iter, population=args.population,
                                 evolve_iters=args.evolve_iters, session_timeout=args.session_timeout,
-                                seed=args.seed)
+                                seed=args.seed, verify_top=args.verify_top)
         try:
             report = tune_model(args.model, target=args.target, trials=args.trials, db=args.db,
                                 rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key, strategy=args.strategy,

@@ -446,10 +446,11 @@ class TuningStore:
         self._seen = len(records)
         return new
 
-    def flush(self) -> list[Entry]:
-        """Write what MetaSchedule committed since the last flush; returns the new entries."""
+    def flush(self, force: bool = False) -> list[Entry]:
+        """Write what MetaSchedule committed since the last flush (everything with `force`, e.g. after
+        entries were re-measured); returns the new entries."""
         new = self._absorb()
-        if new or not database_paths(self.folder)[1].exists():
+        if new or force or not database_paths(self.folder)[1].exists():
             write_database(self.folder, self.workloads, self.entries)
         return new
 

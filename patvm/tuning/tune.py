@@ -50,6 +50,8 @@ class SearchOptions:
     run_timeout: float = 30.0
     session_timeout: float = 60.0       # RPC session per candidate
     seed: int = 0
+    verify_top: int = 3                 # best searched candidates re-measured against the hand schedule
+    verify_rounds: int = 2              # interleaved rounds of that re-measurement
 
 
 @dataclass
@@ -303,28 +305,89 @@ def _device_type(target) -> str:
     return "cpu" if target.kind.name == "llvm" else target.kind.name
 
 
-def _measure(builder, runner, target, items: list) -> list:
-    """Build and run [(IRModule, args_info)] with MetaSchedule's builder and runner; run_secs or None each."""
+def _measure(builder, runner, target, items: list, rounds: int = 1) -> list:
+    """Build [(IRModule, args_info)] once with MetaSchedule's builder, run each `rounds` times with its
+    runner, interleaved (a, b, c, a, b, c: load changes hit all alike); run_secs (all rounds) or None each."""
     import shutil
 
     from tvm.s_tir.meta_schedule.builder import BuilderInput
     from tvm.s_tir.meta_schedule.runner import RunnerInput
     built = builder.build([BuilderInput(mod, target) for mod, _ in items])
     results: list = [None] * len(items)
-    futures = []
-    for i, ((_, args_info), b) in enumerate(zip(items, built)):
-        if b.error_msg is None:
-            futures.append((i, b.artifact_path,
-                            runner.run([RunnerInput(b.artifact_path, _device_type(target), args_info)])[0]))
-    for i, path, future in futures:
-        result = future.result()
-        if result.error_msg is None and result.run_secs:
-            secs = [float(s) for s in result.run_secs]
-            if dbmod.record_seconds(secs) < math.inf:
-                results[i] = secs
-        with contextlib.suppress(OSError):
-            shutil.rmtree(os.path.dirname(path))
+    failed: set = set()
+    try:
+        for _ in range(rounds):
+            for i, ((_, args_info), b) in enumerate(zip(items, built)):
+                if b.error_msg is not None or i in failed:
+                    continue
+                result = runner.run([RunnerInput(b.artifact_path, _device_type(target), args_info)])[0].result()
+                secs = [float(s) for s in result.run_secs] if result.error_msg is None and result.run_secs else []
+                if not secs or dbmod.record_seconds(secs) == math.inf:
+                    failed.add(i)
+                    results[i] = None
+                    continue
+                results[i] = (results[i] or []) + secs
+    finally:
+        for b in built:
+            if b.error_msg is None:
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(os.path.dirname(b.artifact_path))
     return results
+
+
+def _verify(tasks, meta, store, machines, tvm_target, options, progress, log, ms, sigint) -> None:
+    """Measure each task's hand schedule and its best searched candidates again, back to back, and keep
+    those measurements: which of them the build uses is then decided by numbers taken under the same
+    conditions (measurements minutes apart on a shared machine differ by more than the speed-ups).
+
+    Repeated (at most 3 times) while a record that was not part of the last comparison is the fastest:
+    its older measurement may just have been taken at a quieter moment."""
+    if options.verify_top <= 0:
+        return
+    notes = meta["tasks"]
+    pending = [t for t in tasks if notes[t.shash].get("verified") != len(store.entries_for(t.mod))]
+    compared: dict[str, set] = {t.shash: set() for t in pending}
+    for attempt in range(3):
+        todo = []
+        for task in pending:
+            note = notes[task.shash]
+            entries = [e for e in store.entries_for(task.mod) if math.isfinite(e.seconds)]
+            hand = [e for e in entries if e.trace_key == note.get("hand")]
+            searched = sorted((e for e in entries if e.trace_key != note.get("hand")), key=lambda e: e.seconds)
+            if not hand or not searched:
+                continue
+            if attempt > 0 and min(entries, key=lambda e: e.seconds).trace_key in compared[task.shash]:
+                continue                              # the fastest was part of the last comparison: done
+            todo.append((task, [hand[0]] + searched[:options.verify_top]))
+        if not todo:
+            break
+        count = sum(len(c) for _, c in todo)
+        progress.message(f"comparing the hand schedule with the best candidates again, back to back: "
+                         f"{count} kernels of {len(todo)} task(s), {options.verify_rounds} rounds ...")
+        items, owners = [], []
+        for task, chosen in todo:
+            workload = ms.database.Workload(task.mod)
+            compared[task.shash] = {e.trace_key for e in chosen}
+            for entry in chosen:
+                candidate = ms.database.TuningRecord.from_json(entry.payload, workload).as_measure_candidate()
+                items.append((candidate.sch.mod, candidate.args_info))
+                owners.append((task, entry))
+        measured = _measure(machines.builder, machines.runner, tvm_target, items, rounds=options.verify_rounds)
+        for (task, entry), secs in zip(owners, measured):
+            old = entry.seconds
+            entry.payload[1] = secs if secs is not None else [1e10]
+            log.info("%s: re-measured %s %.4f ms -> %s", task.name,
+                     "hand schedule" if entry.trace_key == notes[task.shash].get("hand") else "candidate",
+                     old * 1e3, f"{entry.seconds * 1e3:.4f} ms" if secs else "failed")
+        for task, chosen in todo:
+            if math.isfinite(chosen[0].seconds):
+                notes[task.shash]["hand_ms"] = chosen[0].seconds * 1e3
+        dbmod.write_meta(store.folder, meta)
+        store.flush(force=True)
+        _stop_if_asked(sigint)
+    for task in pending:
+        notes[task.shash]["verified"] = len(store.entries_for(task.mod))
+    dbmod.write_meta(store.folder, meta)
 
 
 def _warm_start(cost_model, context, store, task, log, ms) -> None:
@@ -475,7 +538,7 @@ def _tune_tasks(tasks: list[TuningTask], spec, tvm_target, trials, store, meta, 
         _stop_if_asked(sigint)
 
     # 2. the search, task by task
-    results = []
+    progress_rows = []
     cost_model = ms.cost_model.XGBModel(extractor=ms.feature_extractor.PerStoreFeature(),
                                         adaptive_training=True, num_tuning_cores=_local_cores(),
                                         early_stopping_rounds=options.xgb_early_stopping)
@@ -522,6 +585,18 @@ def _tune_tasks(tasks: list[TuningTask], spec, tvm_target, trials, store, meta, 
                 task_scheduler="round-robin")
             on_batch()
         progress.end_task()
-        results.append(TaskResult(task.name, task.weight, task.shash, state["done"], state["done"] - before,
-                                  hand, state["best"] if math.isfinite(state["best"]) else None))
+        progress_rows.append((task, state["done"], state["done"] - before))
+
+    # 3. the final comparison, back to back
+    _verify([t for t, _, _ in progress_rows if only is None or only in t.name], meta, store, machines,
+            tvm_target, options, progress, log, ms, sigint)
+    results = []
+    for task, done, new in progress_rows:
+        note = notes[task.shash]
+        entries = store.entries_for(task.mod)
+        hand = min((e.seconds for e in entries if e.trace_key == note.get("hand")), default=None)
+        best = min((e.seconds for e in entries if e.trace_key != note.get("hand")), default=math.inf)
+        results.append(TaskResult(task.name, task.weight, task.shash, done, new,
+                                  hand if hand is not None and math.isfinite(hand) else None,
+                                  best if math.isfinite(best) else None))
     return results

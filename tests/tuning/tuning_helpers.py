@@ -17,8 +17,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 # the quick search knobs every test uses: tiny populations, small XGBoost, batches of `per_iter`
-QUICK = ["--population", "32", "--evolve-iters", "1"]
-QUICK_OPTIONS = dict(population=32, evolve_iters=1, xgb_early_stopping=10)
+QUICK = ["--population", "32", "--evolve-iters", "1", "--verify-top", "1"]
+QUICK_OPTIONS = dict(population=32, evolve_iters=1, xgb_early_stopping=10, verify_top=1)
 
 
 def _compiler_conftest():
