@@ -70,8 +70,8 @@ def test_store_writes_tvm_format_and_best_records(valid_db, kernels):
     tvm_db = ms.database.JSONDatabase(work_dir=str(valid_db), allow_missing=False)
     assert len(tvm_db.get_all_tuning_records()) == 5
     # open_database keeps the best valid record per workload; lookups by the build's own IRModules hit
-    db = open_db = dbmod.open_database(valid_db)
-    assert len(open_db.get_all_tuning_records()) == 2
+    db = dbmod.open_database(valid_db)
+    assert len(db.get_all_tuning_records()) == 2
     for task in tasks:
         record = db.query_tuning_record(task.mod, spec.tvm_target(), "main")
         assert record is not None
