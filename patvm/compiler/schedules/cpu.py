@@ -16,10 +16,9 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK
+from patvm.compiler.schedules.common import block_names, inline_all_except, loop_extent
 
 
-def block_names(sch: s_tir.Schedule) -> list[str]:
-    return [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
 
 
 def largest_divisor(n: int, candidates: tuple[int, ...]) -> int:
@@ -36,40 +35,20 @@ def vector_lanes_u64(target: Target) -> int:
     return 2
 
 
-def _extent(sch, loop) -> int:
-    return int(sch.get(loop).extent)
 
 
-def _inline_all_except(sch: s_tir.Schedule, keep: set[str]) -> None:
-    """Inline every injective block not in `keep` (pads, transposes, elementwise epilogues)."""
-    changed = True
-    while changed:
-        changed = False
-        for name in block_names(sch):
-            if name in keep:
-                continue
-            block = sch.get_sblock(name)
-            for inline in (sch.compute_inline, sch.reverse_compute_inline):
-                try:
-                    inline(block)
-                    changed = True
-                    break
-                except Exception:  # noqa: BLE001 - not inlinable this way: try the other, or keep it
-                    continue
-            if changed:
-                break
 
 
 def _parallel_outer(sch: s_tir.Schedule, block, spatial_count: int, cores: int) -> None:
     loops = sch.get_loops(block)[:spatial_count]
     if not loops:
         return
-    fused, extent = [loops[0]], _extent(sch, loops[0])
+    fused, extent = [loops[0]], loop_extent(sch, loops[0])
     for loop in loops[1:]:
         if extent >= 4 * cores:
             break
         fused.append(loop)
-        extent *= _extent(sch, loop)
+        extent *= loop_extent(sch, loop)
     sch.parallel(sch.fuse(*fused) if len(fused) > 1 else fused[0])
 
 
@@ -81,7 +60,7 @@ def _tile_loops(sch: s_tir.Schedule, block, extents: dict[str, int], start_after
     position = next(k for k, lp in enumerate(loops) if sch.get_sref(lp).same_as(anchor))
     below = loops[position + 1:]
     kept = [name for name, extent in extents.items() if extent > 1]
-    assert [_extent(sch, lp) for lp in below] == [extents[k] for k in kept], "unexpected loop nest"
+    assert [loop_extent(sch, lp) for lp in below] == [extents[k] for k in kept], "unexpected loop nest"
     return dict(zip(kept, below))
 
 
@@ -105,13 +84,13 @@ class BitSerialCPU(ScheduleRule):
             return None
         side = {"window_count", "base_level_term"} & set(names)
         last = names[-1]
-        _inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last} | side)
+        inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last} | side)
         conv = sch.get_sblock(CONV_BLOCK)
         counts = sch.get_sblock(COUNT_BLOCK)
         n, oh, ow, o, i, j = sch.get_loops(conv)
         lanes = vector_lanes_u64(target)
-        o_tile = largest_divisor(_extent(sch, o), self.o_tiles or (2 * lanes, lanes, 4, 2))
-        ow_tile = largest_divisor(_extent(sch, ow), self.ow_tiles)
+        o_tile = largest_divisor(loop_extent(sch, o), self.o_tiles or (2 * lanes, lanes, 4, 2))
+        ow_tile = largest_divisor(loop_extent(sch, ow), self.ow_tiles)
         owo, owi = sch.split(ow, [None, ow_tile])
         oo, oi = sch.split(o, [None, o_tile])
         sch.reorder(n, oh, owo, oo, i, j, owi, oi)
@@ -170,16 +149,16 @@ class Conv2dNCHWCPU(ScheduleRule):
             return None
         last = names[-1]
         keep = {"conv2d_nchw", "pad_temp", last}
-        _inline_all_except(sch, keep)
+        inline_all_except(sch, keep)
         cores = _cores(target)
         if "pad_temp" in block_names(sch):
             _parallel_outer(sch, sch.get_sblock("pad_temp"), 2, cores)
         conv = sch.get_sblock("conv2d_nchw")
         n, ff, yy, xx, rc, ry, rx = sch.get_loops(conv)
         lanes = 2 * vector_lanes_u64(target)  # float32 lanes: 16 on AVX-512, 8 on AVX2
-        ow_tile = largest_divisor(_extent(sch, xx), (2 * lanes, lanes, 8, 7, 4))
+        ow_tile = largest_divisor(loop_extent(sch, xx), (2 * lanes, lanes, 8, 7, 4))
         # ff_tile x ow_tile accumulators must fit the vector registers
-        ff_tile = largest_divisor(_extent(sch, ff), (4, 2) if ow_tile > lanes else (8, 4, 2))
+        ff_tile = largest_divisor(loop_extent(sch, ff), (4, 2) if ow_tile > lanes else (8, 4, 2))
         ffo, ffi = sch.split(ff, [None, ff_tile])
         xxo, xxi = sch.split(xx, [None, ow_tile])
         sch.reorder(n, ffo, yy, xxo, rc, ry, rx, ffi, xxi)
@@ -208,7 +187,7 @@ class GenericCPU(ScheduleRule):
         names = block_names(sch)
         if not names:
             return None
-        _inline_all_except(sch, {names[-1]})
+        inline_all_except(sch, {names[-1]})
         for name in block_names(sch):
             try:
                 self._schedule_block(sch, sch.get_sblock(name), _cores(target))
@@ -229,10 +208,10 @@ class GenericCPU(ScheduleRule):
         if spatial < len(iters):
             # reduction: the innermost spatial loop goes inside the reductions, vectorised
             first_reduction = loops[len(loops) - (len(iters) - spatial)]
-            if 4 <= _extent(sch, inner) <= 64:
+            if 4 <= loop_extent(sch, inner) <= 64:
                 sch.reorder(*loops[len(loops) - (len(iters) - spatial):], inner)
                 sch.vectorize(inner)
             sch.decompose_reduction(block, first_reduction)
-        elif _extent(sch, inner) >= 4:
-            _, lanes = sch.split(inner, [None, largest_divisor(_extent(sch, inner), (16, 8, 4, 1))])
+        elif loop_extent(sch, inner) >= 4:
+            _, lanes = sch.split(inner, [None, largest_divisor(loop_extent(sch, inner), (16, 8, 4, 1))])
             sch.vectorize(lanes)

@@ -37,6 +37,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK
+from patvm.compiler.schedules.common import block_names, inline_all_except, loop_extent
 
 PACK_BLOCK = "pack_activation_planes"
 SIDE_BLOCKS = ("window_count", "base_level_term")
@@ -51,32 +52,10 @@ def _max_threads(target: Target) -> int:
     return int(target.attrs.get("max_num_threads", 1024) or 1024)
 
 
-def block_names(sch: s_tir.Schedule) -> list[str]:
-    return [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
 
 
-def _extent(sch: s_tir.Schedule, loop) -> int:
-    return int(sch.get(loop).extent)
 
 
-def _inline_all_except(sch: s_tir.Schedule, keep: set[str]) -> None:
-    """Inline every injective block not in `keep` (pads, transposes, elementwise epilogues)."""
-    changed = True
-    while changed:
-        changed = False
-        for name in block_names(sch):
-            if name in keep:
-                continue
-            block = sch.get_sblock(name)
-            for inline in (sch.compute_inline, sch.reverse_compute_inline):
-                try:
-                    inline(block)
-                    changed = True
-                    break
-                except Exception:  # noqa: BLE001 - not inlinable this way: try the other, or keep it
-                    continue
-            if changed:
-                break
 
 
 def _threads_for(total: int, max_threads: int, preferred: int = 256) -> int:
@@ -101,7 +80,7 @@ def bind_spatial(sch: s_tir.Schedule, block, max_threads: int, preferred: int = 
         spatial = [sch.add_unit_loop(block)]
     sch.reorder(*spatial, *reduce)
     fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
-    threads = _threads_for(_extent(sch, fused), max_threads, preferred)
+    threads = _threads_for(loop_extent(sch, fused), max_threads, preferred)
     bx, tx = sch.split(fused, [None, threads])
     sch.bind(bx, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
@@ -122,7 +101,7 @@ def _loops_below(sch: s_tir.Schedule, block, anchor) -> tuple[list, list]:
     reductions = [int(iv.dom.extent) for iv in iters[6:]]
     kept_planes = sum(1 for e in planes if e > 1)
     expected = [e for e in planes if e > 1] + [e for e in reductions if e > 1]
-    assert [_extent(sch, lp) for lp in below] == expected, "unexpected loop nest below the thread loop"
+    assert [loop_extent(sch, lp) for lp in below] == expected, "unexpected loop nest below the thread loop"
     return below[:kept_planes], below[kept_planes:]
 
 
@@ -173,7 +152,7 @@ class BitSerialCUDA(_SafeRule):
         names = block_names(sch)
         side = [name for name in SIDE_BLOCKS if name in names]
         last = names[-1]
-        _inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last, *side})
+        inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last, *side})
 
         conv = sch.get_sblock(CONV_BLOCK)
         counts = sch.get_sblock(COUNT_BLOCK)
@@ -181,10 +160,10 @@ class BitSerialCUDA(_SafeRule):
         # threads: o_tile output channels (fastest: coalesced weight words) x p_tile output pixels;
         # blocks: (pixel tiles, channel tiles). o_tile divides O, so only the pixel split has a tail.
         max_threads = min(self.threads, _max_threads(target))
-        n_out = _extent(sch, o)
+        n_out = loop_extent(sch, o)
         o_tile = max(d for d in range(1, min(n_out, max_threads) + 1) if n_out % d == 0)
         pixels = sch.fuse(n, oh, ow)
-        p_tile = max(1, min(max_threads // o_tile, _extent(sch, pixels)))
+        p_tile = max(1, min(max_threads // o_tile, loop_extent(sch, pixels)))
         po, pi_ = sch.split(pixels, [None, p_tile])
         oo, oi = sch.split(o, [None, o_tile])
         sch.reorder(po, oo, pi_, oi)
@@ -228,7 +207,7 @@ class PackActivationCUDA(_SafeRule):
 
     def schedule(self, func: tirx.PrimFunc, target: Target) -> s_tir.Schedule:
         sch = s_tir.Schedule(func)
-        _inline_all_except(sch, {PACK_BLOCK})
+        inline_all_except(sch, {PACK_BLOCK})
         max_threads = _max_threads(target)
         for name in block_names(sch):
             if name != PACK_BLOCK:              # anything not inlinable: a plain spatial kernel
@@ -558,7 +537,7 @@ class BitSerialTensorCoreCUDA(ScheduleRule):
             consumer = sch.get_consumers(counts)
         operand_names = [sch.get(b).name_hint for b in operands]
         last = block_names(sch)[-1]
-        _inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last, *side, *operand_names})
+        inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last, *side, *operand_names})
         # 3. the GEMM: one warp per 16 x 8 tile, k by 4 words
         counts = sch.get_sblock(COUNT_BLOCK)
         batch, i, j, k = sch.get_loops(counts)
