@@ -10,6 +10,10 @@ constant tables, whose Relax form `patvm.compiler.match.quantizer_pattern` recog
 
 T and L are the thresholds and levels shaped to broadcast against X (per channel: [C, 1, .., 1, N]).
 The chain is exact (Y is selected from L), so it is also the fp32 fall-back of an unmatched quantizer.
+
+`Relu` becomes `Where(Less(X, 0), 0, X)`: TVM legalises Relu to max(x, 0), which turns NaN into 0, while
+onnxruntime (and the ONNX definition) keeps NaN -- and a NaN must reach a following quantizer as NaN to give
+levels[0]. The select form keeps NaN and vectorises the same.
 """
 from __future__ import annotations
 
@@ -101,15 +105,30 @@ def _canonical_quantizer(node: onnx.NodeProto, stair: Staircase, rank: int) -> t
     return nodes, inits
 
 
+RELU_ZERO = "__patvm_relu_zero"
+
+
+def _nan_preserving_relu(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    negative = f"{node.output[0]}__negative"
+    return [helper.make_node("Less", [node.input[0], RELU_ZERO], [negative]),
+            helper.make_node("Where", [negative, RELU_ZERO, node.input[0]], [node.output[0]])]
+
+
 def canonicalize_quantizers(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` with every PAQuantize replaced by the canonical chain and no ai.patvm parts."""
+    """A copy of `model` with every PAQuantize replaced by the canonical chain (and Relu by its NaN-keeping
+    select form), without the ai.patvm function and opset."""
     initializers = {t.name: t for t in model.graph.initializer}
     quantizers = [n for n in model.graph.node if paquantize.is_paquantize(n)]
     ranks = _value_ranks(model) if quantizers else {}
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]
+    if any(n.op_type == "Relu" for n in model.graph.node):
+        out.graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), RELU_ZERO))
     for node in model.graph.node:
+        if node.op_type == "Relu" and node.domain in ("", "ai.onnx"):
+            out.graph.node.extend(_nan_preserving_relu(node))
+            continue
         if not paquantize.is_paquantize(node):
             require(node.domain in ("", "ai.onnx"), f"node '{node.name}' uses unsupported domain '{node.domain}'",
                     ModelError)

@@ -13,9 +13,10 @@ from patvm.onnx_format import GraphWriter
 
 F32 = np.float32
 
-TVM_NAN_REASON = ("TVM legalises Relu to max(x, 0) and MaxPool to a max-reduction that drop NaN "
-                  "(LLVM maxnum / select order); onnxruntime keeps it. Upstream fp32 op semantics, not patvm's "
-                  "kernels: the fuzzer keeps NaN away from Relu/MaxPool (patvm.fuzz Tensor.special)")
+TVM_NAN_REASON = ("TVM legalises MaxPool to a max-reduction that drops NaN (LLVM maxnum / select order); "
+                  "onnxruntime keeps it. Upstream fp32 op semantics, not patvm's kernels: the fuzzer keeps NaN "
+                  "away from MaxPool (patvm.fuzz Tensor.special). Relu had the same problem: the importer now "
+                  "rewrites it to a NaN-keeping select")
 
 
 def same(got: np.ndarray, want: np.ndarray) -> bool:
@@ -27,7 +28,6 @@ def compiled_and_reference(model, x, strategy="auto"):
     return compiled, compiled.run(x)[0], onnxruntime_outputs(model, {"x": x})[0]
 
 
-@pytest.mark.xfail(strict=True, reason=TVM_NAN_REASON)
 def test_relu_keeps_nan_like_onnxruntime():
     """x = [NaN, 1, -1, 0.5] -> Relu: onnxruntime [NaN, 1, 0, 0.5], patvm [0, 1, 0, 0.5]."""
     g = GraphWriter("relu-nan")
@@ -37,7 +37,6 @@ def test_relu_keeps_nan_like_onnxruntime():
     assert same(got, want), f"patvm {got.ravel()} vs onnxruntime {want.ravel()}"
 
 
-@pytest.mark.xfail(strict=True, reason=TVM_NAN_REASON)
 def test_nan_through_relu_into_a_quantizer_gives_the_bottom_level():
     """The PA consequence: Relu(NaN) -> PAQuantize must give levels[0] (NaN), patvm gives the level of 0.
 
