@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import os
 import time
 
 from tvm import relax
@@ -35,8 +36,11 @@ def compile_model(model_or_path, target="host", tuning_db=None, strategy="auto")
     spec = resolve_target(target)
     database, measured = None, None
     if tuning_db is not None:
-        from patvm.tuning.database import open_database
-        database, measured = open_database(tuning_db), read_strategies(tuning_db)
+        from patvm.tuning.database import WORKLOAD_FILE, open_database
+        measured = read_strategies(tuning_db)
+        # a folder may hold only measured strategies (patvm tune --measure-strategies --trials 0)
+        if measured is None or os.path.exists(os.path.join(os.fspath(tuning_db), WORKLOAD_FILE)):
+            database = open_database(tuning_db, target=spec)
     mod, reports, inputs = frontend(model_or_path, default_policy(spec, strategy, measured))
     mod = prepare(mod, spec)
     executable = build(mod, spec, database)

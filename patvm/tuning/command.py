@@ -34,6 +34,9 @@ def add_tune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=64, help="searched schedules per kernel (default: 64)")
     p.add_argument("--strategy", default="auto", help="per-layer strategy, as for `patvm compile` (default: auto)")
     p.add_argument("--only", metavar="TEXT", help="search only the kernels whose name contains TEXT")
+    p.add_argument("--measure-strategies", action="store_true",
+                   help="first time bit-serial against fp32 for each binary layer and keep the faster "
+                        "(DB/strategies.json, used by --strategy auto here and by patvm compile --tuning-db)")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on a board through this TVM RPC tracker")
     p.add_argument("--rpc-key", metavar="KEY", help="the board's key at the tracker (see `patvm rpc server`)")
     p.add_argument("--export-best", metavar="DIR", help="after tuning (or alone), write the best record per kernel "
@@ -66,6 +69,9 @@ def run_tune(args) -> None:
         from patvm.tuning.tune import SearchOptions, tune_model
         if args.per_iter < 1 or args.population < 2 or args.evolve_iters < 0 or args.verify_top < 0:
             raise PatvmError("--per-iter must be >= 1, --population >= 2, --evolve-iters and --verify-top >= 0")
+        if args.measure_strategies:
+            from patvm.tuning.strategies import measure_strategies
+            measure_strategies(args.model, args.target, args.db)
         options = SearchOptions(per_iter=args.per_iter, population=args.population,
                                 evolve_iters=args.evolve_iters, session_timeout=args.session_timeout,
                                 seed=args.seed, verify_top=args.verify_top)
