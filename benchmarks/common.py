@@ -313,6 +313,25 @@ def machine_markdown(machine: dict) -> str:
             f"Command: `{machine['command']}`\n")
 
 
+def write_outputs(out: Path, name: str, data: dict, markdown, plot) -> None:
+    """<name>.json, .md (markdown(data)) and .png (plot(data, path)) in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{name}.json", data)
+    write_text(out / f"{name}.md", markdown(data))
+    plot(data, out / f"{name}.png")
+    progress(f"wrote {out / name}.json/.md/.png", name)
+
+
+def rewrite_outputs(json_path: Path, out: Path, name: str, markdown, plot) -> int:
+    """Remake <name>.md and .png from a results JSON without measuring again."""
+    data = json.loads(Path(json_path).read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / f"{name}.md", markdown(data))
+    plot(data, out / f"{name}.png")
+    progress(f"rewrote {out / name}.md/.png from {json_path}", name)
+    return 0
+
+
 def save_figure(fig, path: Path) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")

@@ -24,7 +24,6 @@ Outputs: <out>/layers.json (all samples), layers.md, layers.png.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -277,15 +276,6 @@ def plot(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def rewrite_outputs(json_path: Path, out: Path) -> int:
-    data = json.loads(Path(json_path).read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    common.write_text(out / f"{NAME}.md", markdown(data))
-    plot(data, out / f"{NAME}.png")
-    common.progress(f"rewrote {out / NAME}.md/.png from {json_path}", NAME)
-    return 0
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -301,7 +291,7 @@ def main(argv=None) -> int:
                         help=f"only rewrite {NAME}.md and {NAME}.png in --out from this {NAME}.json (no measuring)")
     args = parser.parse_args(argv)
     if args.from_json is not None:
-        return rewrite_outputs(args.from_json, args.out)
+        return common.rewrite_outputs(args.from_json, args.out, NAME, markdown, plot)
     args.layer_keys = select_layers(args.layers, args.quick)
     args.scheme_names = args.schemes or (QUICK_SCHEMES if args.quick else list(SCHEMES))
 
@@ -321,11 +311,7 @@ def main(argv=None) -> int:
                          "layers": args.layer_keys, "schemes": args.scheme_names, "threads": args.threads},
             "roofline": peaks, "raw": {str(t): v for t, v in raw.items()}}
     data["rows"] = derive(raw, peaks, args.batch)
-    args.out.mkdir(parents=True, exist_ok=True)
-    common.write_json(args.out / f"{NAME}.json", data)
-    common.write_text(args.out / f"{NAME}.md", markdown(data))
-    plot(data, args.out / f"{NAME}.png")
-    common.progress(f"wrote {args.out / NAME}.json/.md/.png", NAME)
+    common.write_outputs(args.out, NAME, data, markdown, plot)
     return 0
 
 

@@ -249,15 +249,6 @@ def plot(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def rewrite_outputs(json_path: Path, out: Path) -> int:
-    data = json.loads(Path(json_path).read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    common.write_text(out / f"{NAME}.md", markdown(data))
-    plot(data, out / f"{NAME}.png")
-    common.progress(f"rewrote {out / NAME}.md/.png from {json_path}", NAME)
-    return 0
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -275,7 +266,7 @@ def main(argv=None) -> int:
                         help=f"only rewrite {NAME}.md and {NAME}.png in --out from this {NAME}.json (no measuring)")
     args = parser.parse_args(argv)
     if args.from_json is not None:
-        return rewrite_outputs(args.from_json, args.out)
+        return common.rewrite_outputs(args.from_json, args.out, NAME, markdown, plot)
     q = args.quick
     args.models = args.models or (["pa-resnet18"] if q else DEFAULT_MODELS)
     args.pa_schemes = args.pa_schemes or ([(2, 1)] if q else [(2, 1), (4, 5)])
@@ -312,11 +303,7 @@ def main(argv=None) -> int:
                          "strategy": args.strategy, "seed": args.seed, "threads": args.threads},
             "raw": {str(t): v for t, v in raw.items()}}
     data["rows"], data["sizes"] = derive(raw, args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    common.write_json(args.out / f"{NAME}.json", data)
-    common.write_text(args.out / f"{NAME}.md", markdown(data))
-    plot(data, args.out / f"{NAME}.png")
-    common.progress(f"wrote {args.out / NAME}.json/.md/.png", NAME)
+    common.write_outputs(args.out, NAME, data, markdown, plot)
     return 0
 
 

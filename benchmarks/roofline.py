@@ -171,11 +171,7 @@ def main(argv=None) -> int:
     seconds = args.seconds or (0.05 if args.quick else 0.4)
     data = {"machine": machine, **measure(args.threads, trials, seconds)}
     data["machine"]["load_average_at_end"] = list(__import__("os").getloadavg())
-    args.out.mkdir(parents=True, exist_ok=True)
-    common.write_json(args.out / f"{NAME}.json", data)
-    common.write_text(args.out / f"{NAME}.md", markdown(data))
-    plot(data, args.out / f"{NAME}.png")
-    common.progress(f"wrote {args.out / NAME}.json/.md/.png", NAME)
+    common.write_outputs(args.out, NAME, data, markdown, plot)
     return 0
 
 

@@ -14,6 +14,23 @@ PA_THRESHOLDS = np.array([-0.5, 0.0, 0.5, 1.0], np.float32)
 PA_WEIGHT_VALUES = np.array([-0.75, -0.25, 0.0, 0.5, 1.0], np.float32)     # M = 4 planes
 ABC_WEIGHT_VALUES = np.array([-0.5, 0.5], np.float32)                      # one {-1,+1} basis
 
+# the single-layer cases every target is checked on (x86 here, CUDA in tests/targets/test_cuda.py)
+LAYER_CASES = [
+    dict(kind="conv"),
+    dict(kind="conv", stride=2),
+    dict(kind="conv", k=1, pad=0),
+    dict(kind="conv", k=1, pad=0, stride=2, C=130, O=16),
+    dict(kind="conv", per_channel=True, C=5, O=7, H=8),
+    dict(kind="conv", per_channel=True, stride=2, C=64, O=32, H=10),
+    dict(kind="conv", abc=True),                                 # {-1,+1} weights: 1 plane + offset
+    dict(kind="conv", abc=True, per_channel=True, stride=2),     # non-zero bottom level, padded border
+    dict(kind="conv", k=5, pad=2, C=3, O=5, H=7, W=11),
+    dict(kind="conv", batch=1, C=64, O=64, H=14, relu=False, bias=False),
+    dict(kind="dense"),
+    dict(kind="dense", per_channel=True, C=33, O=10),
+    dict(kind="dense", abc=True, C=129, O=9),
+]
+
 
 def dyadic(rng, shape, scale=8, span=16):
     return (rng.integers(-span, span, size=shape) / scale).astype(np.float32)

@@ -3,30 +3,14 @@ import numpy as np
 import pytest
 
 import patvm
-from conftest import binary_layer_model, onnxruntime_run
-
-CASES = [
-    dict(kind="conv"),
-    dict(kind="conv", stride=2),
-    dict(kind="conv", k=1, pad=0),
-    dict(kind="conv", k=1, pad=0, stride=2, C=130, O=16),
-    dict(kind="conv", per_channel=True, C=5, O=7, H=8),
-    dict(kind="conv", per_channel=True, stride=2, C=64, O=32, H=10),
-    dict(kind="conv", abc=True),                                 # {-1,+1} weights: 1 plane + offset
-    dict(kind="conv", abc=True, per_channel=True, stride=2),     # non-zero bottom level, padded border
-    dict(kind="conv", k=5, pad=2, C=3, O=5, H=7, W=11),
-    dict(kind="conv", batch=1, C=64, O=64, H=14, relu=False, bias=False),
-    dict(kind="dense"),
-    dict(kind="dense", per_channel=True, C=33, O=10),
-    dict(kind="dense", abc=True, C=129, O=9),
-]
+from conftest import LAYER_CASES, binary_layer_model, onnxruntime_run
 
 
 def case_id(case):
     return "-".join(f"{k}{v}" for k, v in case.items())
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", LAYER_CASES, ids=case_id)
 def test_layer_bit_exact_against_onnxruntime(case):
     model, x = binary_layer_model(**case)
     compiled = patvm.compile(model, target="host", strategy="bit-serial")

@@ -7,6 +7,7 @@ command-line path ends the same way (each case is one `python -m patvm.cli` proc
 import os
 import subprocess
 import sys
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from patvm.approx import Staircase
 from patvm.onnx_format import GraphWriter
+
+# the protobuf-recursion bomb of the loader tests, built by one function
+_spec = importlib.util.spec_from_file_location(
+    "_patvm_validate_tests", Path(__file__).resolve().parents[1] / "onnx_format" / "test_validate.py")
+_validate_tests = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_validate_tests)
 
 F32 = np.float32
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,23 +97,6 @@ def raw_data(delta: int) -> bytes:
     return model.SerializeToString()
 
 
-def deeply_nested(depth: int = 300) -> bytes:
-    """Graphs nested `depth` deep through If attributes (protobuf recursion)."""
-    def field(number: int, payload: bytes) -> bytes:
-        length, n = b"", len(payload)
-        while True:
-            length += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
-            n >>= 7
-            if not n:
-                break
-        return bytes([number << 3 | 2]) + length + payload
-
-    graph = b""
-    for _ in range(depth):
-        graph = field(1, field(4, b"If") + field(5, field(1, b"then_branch") + field(6, graph)))
-    return b"\x08\x08" + field(7, graph)
-
-
 def setup_case(name: str, folder: Path) -> tuple[Path, str]:
     """Write the hostile input for `name` under `folder`; returns (model path, a word the error names)."""
     folder.mkdir(parents=True)
@@ -138,7 +128,7 @@ def setup_case(name: str, folder: Path) -> tuple[Path, str]:
     elif name == "cycle":
         data, word = cycle(), "cycle"
     elif name == "deeply-nested":
-        data, word = deeply_nested(), "not an ONNX protobuf"
+        data, word = _validate_tests.deeply_nested_graph_bytes(300), "not an ONNX protobuf"
     elif name == "external-dotdot":
         (folder.parent / f"{name}-secret.bin").write_bytes(b"TOP-SECRET" * 1000)
         path, word = external_model(folder, f"../{name}-secret.bin"), "escaping the model's folder"

@@ -51,23 +51,7 @@ needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA GPU")
 HAS_NVCC = shutil.which("nvcc") is not None
 needs_nvcc = pytest.mark.skipif(not HAS_NVCC, reason="nvcc is not on the PATH (CUDA toolkit missing)")
 
-# the cases of tests/compiler/test_single_layer.py: per-tensor / per-channel, strides, 1x1, 5x5, ABC with the
-# window and base-level correction terms, dense
-LAYER_CASES = [
-    dict(kind="conv"),
-    dict(kind="conv", stride=2),
-    dict(kind="conv", k=1, pad=0),
-    dict(kind="conv", k=1, pad=0, stride=2, C=130, O=16),
-    dict(kind="conv", per_channel=True, C=5, O=7, H=8),
-    dict(kind="conv", per_channel=True, stride=2, C=64, O=32, H=10),
-    dict(kind="conv", abc=True),
-    dict(kind="conv", abc=True, per_channel=True, stride=2),
-    dict(kind="conv", k=5, pad=2, C=3, O=5, H=7, W=11),
-    dict(kind="conv", batch=1, C=64, O=64, H=14, relu=False, bias=False),
-    dict(kind="dense"),
-    dict(kind="dense", per_channel=True, C=33, O=10),
-    dict(kind="dense", abc=True, C=129, O=9),
-]
+LAYER_CASES = sys.modules[_HELPERS].LAYER_CASES
 ARCH = {"cuda-sm80": "sm_80", "cuda-sm90": "sm_90"}
 
 # zoo models built here through patvm.compile: (name, M, N, target); the rest of the matrix is slow
