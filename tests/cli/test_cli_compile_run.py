@@ -1,4 +1,5 @@
 """The CLI: compile, run --verify, report; bad input is one line on stderr and exit code 2."""
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -8,10 +9,15 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compiler"))
-from conftest import binary_layer_model  # noqa: E402
+from patvm.onnx_format import save_model
 
-from patvm.onnx_format import save_model  # noqa: E402
+# the dyadic layer builders of tests/compiler/conftest.py, under their own module name (a plain
+# `import conftest` would pick whichever conftest.py was imported first)
+_spec = importlib.util.spec_from_file_location("_patvm_cli_compiler_builders",
+                                               Path(__file__).resolve().parents[1] / "compiler" / "conftest.py")
+_builders = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_builders)
+binary_layer_model = _builders.binary_layer_model
 
 
 def patvm_cli(*args, timeout=600):

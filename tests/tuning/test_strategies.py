@@ -1,7 +1,5 @@
 """Measured strategy choice: every binary workload timed both ways, written to strategies.json, applied."""
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -9,9 +7,10 @@ import patvm
 from patvm.compiler.pipeline import frontend
 from patvm.compiler.strategy import STRATEGY_FILE, StrategyPolicy
 from patvm.tuning.strategies import measure_strategies, stand_in_layer
+from tuning_helpers import compiler_builders
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compiler"))
-from conftest import binary_layer_model, onnxruntime_run  # noqa: E402
+binary_layer_model = compiler_builders().binary_layer_model
+onnxruntime_run = compiler_builders().onnxruntime_run
 
 
 def test_stand_in_layer_has_the_workload_of_the_original():

@@ -21,17 +21,19 @@ QUICK = ["--population", "32", "--evolve-iters", "1", "--verify-top", "1"]
 QUICK_OPTIONS = dict(population=32, evolve_iters=1, xgb_early_stopping=10, verify_top=1)
 
 
-def _compiler_conftest():
-    spec = importlib.util.spec_from_file_location("patvm_tests_compiler_builders",
-                                                  ROOT / "tests" / "compiler" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def compiler_builders():
+    """tests/compiler/conftest.py (the dyadic layer builders), loaded once under its own name."""
+    name = "patvm_tests_compiler_builders"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "compiler" / "conftest.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
 
 
 def tiny_model():
     """One 3x3 PA conv, 16 -> 16 channels on 8x8, batch 1: two kernels (packer, bit-serial conv)."""
-    return _compiler_conftest().binary_layer_model(kind="conv", C=16, O=16, H=8, batch=1)
+    return compiler_builders().binary_layer_model(kind="conv", C=16, O=16, H=8, batch=1)
 
 
 def save_tiny_model(folder: Path):
