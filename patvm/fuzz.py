@@ -99,8 +99,9 @@ class Tensor:
     bound: float = 0.0      # dyadic: max |value|, also of every partial sum that produced it
     depth: int = 0          # quantizers on the longest path from the input (float mode keeps it <= 2)
     stair: Staircase | None = None   # for a quantizer output: its staircase
-    special: bool = False   # may hold NaN / +-inf: no Relu or MaxPool reads it (TVM's drop NaN, onnxruntime's
-                            # keep it: tests/reliability/test_regressions.py), quantizers map it to levels
+    special: bool = False   # may hold NaN / +-inf: no MaxPool reads it (onnxruntime's NaN answer depends on
+                            # its place in the window: tests/reliability/test_regressions.py), quantizers map
+                            # it to levels
 
 
 @dataclass
@@ -209,8 +210,7 @@ class GraphGenerator:
                       special=any(p.special for p in parts))
 
     def relu(self, t: Tensor) -> Tensor:
-        """ReLU, or `t` itself when it may hold NaN (callers check `special` before saying "relu")."""
-        return t if t.special else self.derived(self.g.relu(t.name), t.shape, [t])
+        return self.derived(self.g.relu(t.name), t.shape, [t])
 
     def add(self, a: Tensor, b: Tensor) -> Tensor | None:
         exp, bound = max(a.exp, b.exp), a.bound + b.bound
@@ -418,7 +418,7 @@ class GraphGenerator:
         y = self.derived(name, shape, [src], *eb)
         if relu is None:
             relu = self.c.bool(0.4)
-        return self.relu(y) if relu and not y.special else y
+        return self.relu(y) if relu else y
 
     def step_binary_conv(self, x: Tensor) -> Tensor | None:
         q, qdesc = self.quantize(x)
@@ -486,7 +486,7 @@ class GraphGenerator:
             desc = f"residual add [{qdesc}] [{wdesc}] k{2 * p + 1}"
         if y is None:
             return None
-        if self.c.bool(0.5) and not y.special:
+        if self.c.bool(0.5):
             y, desc = self.relu(y), desc + " relu"
         return self.emit(y, desc)
 
@@ -576,7 +576,7 @@ class GraphGenerator:
 
     def step_simple(self, x: Tensor) -> Tensor | None:
         n, c, h, w = x.shape
-        kinds = ["avg2"] + ([] if x.special else ["max2", "max3", "relu"]) + ([] if self.dyadic else ["bn", "conv"])
+        kinds = ["avg2", "relu"] + ([] if x.special else ["max2", "max3"]) + ([] if self.dyadic else ["bn", "conv"])
         kind = self.c.choice(kinds)
         if kind == "relu":
             return self.emit(self.relu(x), "relu")
@@ -643,7 +643,7 @@ class GraphGenerator:
         else:
             name, op = self.g.gemm(q.name, weight, b), "gemm"
         y = self.derived(name, (x.shape[0], out), [q], *eb)
-        if self.c.bool(0.4) and not y.special:
+        if self.c.bool(0.4):
             y, op = self.relu(y), op + " relu"
         return self.emit(y, f"{desc}binary {op} [{qdesc}] [{wdesc}] O={out}")
 
@@ -702,7 +702,7 @@ class GraphGenerator:
         if len(x.shape) == 2:
             kind = c.choice(["dense", "dense-residual", "relu"], [4, 2, 1] if can_quantize else [0, 0, 1])
             if kind == "relu":
-                return None if x.special else self.emit(self.relu(x), "relu")
+                return self.emit(self.relu(x), "relu")
             return self.step_dense(x) if kind == "dense" else self.step_residual_dense(x)
         kind = c.choice(["conv", "residual", "concat", "fp32", "simple", "dense"],
                         [6, 3, 2, 3, 2, 2] if can_quantize else [0, 0, 0, 0, 1, 0])
