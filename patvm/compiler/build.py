@@ -8,18 +8,27 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from patvm.compiler.fuse_packing import fuse_pack_into_epilogue
+from patvm.compiler.legalize import NAN_KEEPING_LEGALIZATIONS
 from patvm.compiler.schedules import schedule_pass
 from patvm.targets import TargetSpec
 
 
-def prepare_passes() -> list:
+def prepare_passes(spec: TargetSpec) -> list:
     """Legalise and fuse: after these, each PrimFunc is one tuning task / one kernel."""
+    # the CUDA schedules expect the float output as the kernel's last block: packing stays a kernel there
+    fuse_packing = [] if spec.family == "cuda" else [fuse_pack_into_epilogue]
     return [
         relax.transform.DecomposeOpsForInference(),
-        relax.transform.LegalizeOps(),
+        # BatchNorm decomposes to a tuple (out, mean, var); dropping the dead tuple lets FuseOps fold the
+        # normalisation and the ReLU after it into the conv's epilogue
+        relax.transform.CanonicalizeBindings(),
+        relax.transform.DeadCodeElimination(),
+        relax.transform.LegalizeOps(NAN_KEEPING_LEGALIZATIONS),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
+        *fuse_packing,
         relax.transform.FuseTIR(),
         relax.transform.DeadCodeElimination(),
     ]
@@ -27,7 +36,7 @@ def prepare_passes() -> list:
 
 def prepare(mod: tvm.IRModule, spec: TargetSpec) -> tvm.IRModule:
     with spec.tvm_target():
-        return tvm.transform.Sequential(prepare_passes())(mod)
+        return tvm.transform.Sequential(prepare_passes(spec))(mod)
 
 
 def apply_tuning_database(mod: tvm.IRModule, spec: TargetSpec, database) -> tvm.IRModule:

@@ -11,14 +11,7 @@ constant tables, whose Relax form `patvm.compiler.match.quantizer_pattern` recog
 T and L are the thresholds and levels shaped to broadcast against X (per channel: [C, 1, .., 1, N]).
 The chain is exact (Y is selected from L), so it is also the fp32 fall-back of an unmatched quantizer.
 
-`Relu` becomes `Where(Less(X, 0), 0, X)`: TVM legalises Relu to max(x, 0), which turns NaN into 0, while
-onnxruntime (and the ONNX definition) keeps NaN -- and a NaN must reach a following quantizer as NaN to give
-levels[0]. The select form keeps NaN and vectorises the same.
-
-`MaxPool` gets the same care: a window holding a NaN gives NaN (IEEE 754-2019 `maximum`, numpy's and torch's
-max pooling). ONNX leaves it unspecified, and both TVM's max-reduction and onnxruntime's MaxPool return a
-value that depends on where the NaN sits in the window (tests/reliability/test_regressions.py shows both), so
-patvm pools a NaN mask beside the values and selects NaN where the mask is set.
+(Relu and MaxPool keep their ONNX NaN semantics through patvm.compiler.legalize, in the build phase.)
 """
 from __future__ import annotations
 
@@ -110,63 +103,16 @@ def _canonical_quantizer(node: onnx.NodeProto, stair: Staircase, rank: int) -> t
     return nodes, inits
 
 
-RELU_ZERO = "__patvm_relu_zero"
-
-
-def _nan_preserving_relu(node: onnx.NodeProto) -> list[onnx.NodeProto]:
-    negative = f"{node.output[0]}__negative"
-    return [helper.make_node("Less", [node.input[0], RELU_ZERO], [negative]),
-            helper.make_node("Where", [negative, RELU_ZERO, node.input[0]], [node.output[0]])]
-
-
-NAN = "__patvm_nan"
-
-
-def _nan_propagating_maxpool(node: onnx.NodeProto) -> list[onnx.NodeProto]:
-    x, y = node.input[0], node.output[0]
-    nan_mask, nan_pooled, nan_window, pooled = (f"{y}__{part}" for part in ("nan", "nan_pooled", "nan_window", "max"))
-    mask_pool = onnx.NodeProto()
-    mask_pool.CopyFrom(node)
-    mask_pool.name, mask_pool.input[0], mask_pool.output[0] = f"{node.name}__nan", f"{nan_mask}_f", nan_pooled
-    value_pool = onnx.NodeProto()
-    value_pool.CopyFrom(node)
-    value_pool.output[0] = pooled
-    return [helper.make_node("IsNaN", [x], [nan_mask]),
-            helper.make_node("Cast", [nan_mask], [f"{nan_mask}_f"], to=TensorProto.FLOAT),
-            mask_pool, value_pool,
-            helper.make_node("Greater", [nan_pooled, RELU_ZERO], [nan_window]),
-            helper.make_node("Where", [nan_window, NAN, pooled], [y])]
-
-
-def _is_standard(node: onnx.NodeProto, op_type: str) -> bool:
-    return node.op_type == op_type and node.domain in ("", "ai.onnx")
-
-
-def _is_single_output_maxpool(node: onnx.NodeProto) -> bool:
-    return _is_standard(node, "MaxPool") and len(node.output) == 1
-
-
 def canonicalize_quantizers(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` with every PAQuantize replaced by the canonical chain (and Relu by its NaN-keeping
-    select form, MaxPool by its NaN-propagating form), without the ai.patvm function and opset."""
+    """A copy of `model` with every PAQuantize replaced by the canonical chain, without the ai.patvm function
+    and opset."""
     initializers = {t.name: t for t in model.graph.initializer}
     quantizers = [n for n in model.graph.node if paquantize.is_paquantize(n)]
     ranks = _value_ranks(model) if quantizers else {}
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]
-    maxpools = [n for n in model.graph.node if _is_single_output_maxpool(n)]
-    if maxpools or any(_is_standard(n, "Relu") for n in model.graph.node):
-        out.graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), RELU_ZERO))
-    if maxpools:
-        out.graph.initializer.append(numpy_helper.from_array(np.array(np.nan, np.float32), NAN))
     for node in model.graph.node:
-        if _is_standard(node, "Relu"):
-            out.graph.node.extend(_nan_preserving_relu(node))
-            continue
-        if _is_single_output_maxpool(node):
-            out.graph.node.extend(_nan_propagating_maxpool(node))
-            continue
         if not paquantize.is_paquantize(node):
             require(node.domain in ("", "ai.onnx"), f"node '{node.name}' uses unsupported domain '{node.domain}'",
                     ModelError)

@@ -85,6 +85,24 @@ def test_the_oracle_catches_a_planted_bug(monkeypatch):
     assert outcome.status == "mismatch", outcome.detail
 
 
+def test_a_rounding_flip_is_told_apart_from_a_wrong_layer(monkeypatch):
+    """Campaign seed 3, graph 130 (float): a conv output 9.5e-7 from onnxruntime's sits on a threshold of
+    the next quantizer, and one flipped level spreads over a dense layer's outputs. That is tolerated as a
+    flip; the same graph with the conv's weights scaled by (1 + 2**-10) is not."""
+    case = fuzz.generate(3, 130)
+    outcome = fuzz.run_case(case)
+    assert outcome.status == "flip" and "paq_1" in outcome.detail, outcome.detail
+    real = lower.binary_layer_constants
+
+    def planted(match):
+        consts = real(match)
+        object.__setattr__(consts, "phi", (consts.phi * np.float32(1 + 2**-10)).astype(np.float32))
+        return consts
+
+    monkeypatch.setattr(lower, "binary_layer_constants", planted)
+    assert fuzz.run_case(case).status == "mismatch"
+
+
 def test_command_line(capsys):
     assert fuzz.main(["--graphs", "1", "--seed", str(CI_SEED), "--start", "7", "--mode", "dyadic", "-v",
                       "--max-steps", "4", "--max-size", "7", "--max-batch", "3"]) == 0

@@ -13,13 +13,14 @@ from tvm import te
 
 WORD_BITS = 64
 WORD_DTYPE = "uint64"
+PACK_BLOCK = "pack_activation_planes"   # the block name the schedules look for
 
 
 def words_for(channels: int) -> int:
     return (channels + WORD_BITS - 1) // WORD_BITS
 
 
-def pack_activation_planes(X: te.Tensor, thresholds: te.Tensor, name: str = "pack_activation_planes") -> te.Tensor:
+def pack_activation_planes(X: te.Tensor, thresholds: te.Tensor, name: str = PACK_BLOCK) -> te.Tensor:
     """X [N, C, H, W] float32 (NCHW, as ONNX), thresholds [C, NA] -> [N, H, W, NA, CW] uint64.
 
     Bit = X >= threshold (NaN compares false, as in the format). A thermometer plane set is an

@@ -37,9 +37,9 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK
+from patvm.compiler.ops.packing import PACK_BLOCK
 from patvm.compiler.schedules.common import block_names, inline_all_except, loop_extent
 
-PACK_BLOCK = "pack_activation_planes"
 SIDE_BLOCKS = ("window_count", "base_level_term")
 logger = logging.getLogger(__name__)
 
