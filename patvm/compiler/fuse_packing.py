@@ -4,7 +4,8 @@ After FuseOps, a binary layer is one group function (bit-serial conv + bias / Ba
 ReLU) whose float output usually goes straight into the packer of the next binary layer. FuseOps cannot
 join them (the packer is a reduction over channel bits, not elementwise), so this pass does, before
 FuseTIR: the group also calls the packer and returns the packed planes -- and the float tensor too when
-something else still reads it (a residual add). FuseTIR then makes one PrimFunc, and the CPU schedule packs
+something else still reads it (a residual add). A ReLU that FuseOps left between the group and the packer
+(it does when the group's output is also read elsewhere) moves into the group with the packer. FuseTIR then makes one PrimFunc, and the CPU schedule packs
 each output row right after computing it, while it is still in cache (Riptide's "fused glue", Larq Compute
 Engine's output transform).
 """
@@ -14,6 +15,8 @@ import tvm
 from tvm import relax
 
 from patvm.compiler.lower import PATVM_KERNEL_ATTR
+
+OP_PATTERN_ELEMWISE = 0
 
 
 def _kernel(mod: tvm.IRModule, callee) -> str | None:
@@ -42,15 +45,37 @@ def _is_bitserial_group(mod: tvm.IRModule, callee) -> bool:
     return any(_call_tir_kernel(mod, b.value) == "bitserial_conv2d" for b in func.body.blocks[0].bindings)
 
 
-def _group_with_packing(group: relax.Function, pack_call: relax.Call, keep_float: bool) -> relax.Function:
-    """`group` extended by the packer on its output: returns packed, or (float, packed) with keep_float."""
+def _elementwise_step(mod: tvm.IRModule, binding, uses: dict) -> bool:
+    """A one-tensor elementwise call_tir read only by the next step: a ReLU that FuseOps left outside the
+    group because the group's output is also read elsewhere (a residual add recomputes it there)."""
+    call = binding.value
+    if _call_tir_kernel(mod, call) is not None or not isinstance(call, relax.Call):
+        return False
+    if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir"):
+        return False
+    func = mod[call.args[0]]
+    pattern = func.attrs.get("op_pattern") if func.attrs is not None else None
+    return (pattern is not None and int(pattern) == OP_PATTERN_ELEMWISE and len(call.args[1].fields) == 1
+            and uses.get(binding.var, 0) == 1)
+
+
+def _group_with_packing(group: relax.Function, steps: list, pack_call: relax.Call, keep_float: bool
+                        ) -> relax.Function:
+    """`group` followed by the elementwise `steps` and the packer: returns the packed planes, or with
+    keep_float (something else reads the group's float output) (that output, packed)."""
     (block,) = group.body.blocks
+    bindings = list(block.bindings)
+    value = group.body.body
+    for step in steps:
+        out = relax.Var(step.var.name, step.value.ty)
+        bindings.append(relax.VarBinding(out, relax.call_tir(step.value.args[0], [value], step.value.ty)))
+        value = out
     thresholds = relax.Var("pack_thresholds", pack_call.args[1].fields[1].ty)
     packed = relax.Var("packed", pack_call.ty)
-    call = relax.call_tir(pack_call.args[0], [group.body.body, thresholds], pack_call.ty)
-    bindings = list(block.bindings) + [relax.VarBinding(packed, call)]
-    result = relax.Tuple([group.body.body, packed]) if keep_float else packed
-    ret_ty = relax.TupleType([group.ret_ty, pack_call.ty]) if keep_float else pack_call.ty
+    bindings.append(relax.VarBinding(packed, relax.call_tir(pack_call.args[0], [value, thresholds], pack_call.ty)))
+    result, ret_ty = packed, pack_call.ty
+    if keep_float:
+        result, ret_ty = relax.Tuple([group.body.body, packed]), relax.TupleType([group.ret_ty, pack_call.ty])
     body = relax.SeqExpr([relax.DataflowBlock(bindings)], result)
     return relax.Function(list(group.params) + [thresholds], body, ret_ty, attrs=group.attrs)
 
@@ -79,24 +104,25 @@ def fuse_pack_into_epilogue(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     main = mod["main"]
     uses = _uses(main)
     producers = {b.var: b for block in main.body.blocks for b in block.bindings}
-    # the float output's binding -> (the pack binding, keep the float output?)
+    # the group's binding -> (elementwise steps, the pack binding, keep the group's float output?)
     plans: dict = {}
     for block in main.body.blocks:
         for binding in block.bindings:
-            call = binding.value
-            if _call_tir_kernel(mod, call) != "pack":
+            if _call_tir_kernel(mod, binding.value) != "pack":
                 continue
-            source = call.args[1].fields[0]
-            producer = producers.get(source)
+            steps, producer = [], producers.get(binding.value.args[1].fields[0])
+            while producer is not None and _elementwise_step(mod, producer, uses):
+                steps.insert(0, producer)
+                producer = producers.get(producer.value.args[1].fields[0])
             if producer is None or producer.var in plans or not isinstance(producer.value, relax.Call):
                 continue
             if _is_bitserial_group(mod, producer.value.op):
-                plans[producer.var] = (binding, uses.get(source, 0) > 1)
+                plans[producer.var] = (steps, binding, uses.get(producer.var, 0) > 1)
     if not plans:
         return mod
 
     builder = relax.BlockBuilder(mod)
-    groups: dict = {}        # (group, packer, keep_float) -> new group GlobalVar
+    groups: dict = {}        # (group, steps, packer, keep_float) -> new group GlobalVar
     replaced: dict = {}      # pack binding var -> expression of the packed planes
     new_blocks = []
     for block in main.body.blocks:
@@ -108,16 +134,16 @@ def fuse_pack_into_epilogue(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
             if binding.var not in plans:
                 bindings.append(binding)
                 continue
-            pack_binding, keep_float = plans[binding.var]
+            steps, pack_binding, keep_float = plans[binding.var]
             pack_call = pack_binding.value
-            key = (binding.value.op, pack_call.args[0], keep_float)
+            key = (binding.value.op, tuple(step.value.args[0] for step in steps), pack_call.args[0], keep_float)
             if key not in groups:
-                func = _group_with_packing(mod[binding.value.op], pack_call, keep_float)
+                func = _group_with_packing(mod[binding.value.op], steps, pack_call, keep_float)
                 groups[key] = builder.add_func(func, binding.value.op.name_hint + "_pack")
             args = list(binding.value.args) + [pack_call.args[1].fields[1]]
             call = relax.Call(groups[key], args)
             if keep_float:
-                both = relax.Var(binding.var.name_hint + "_and_packed", func_ret_ty(builder, groups[key]))
+                both = relax.Var(binding.var.name + "_and_packed", func_ret_ty(builder, groups[key]))
                 bindings.append(relax.VarBinding(both, call))
                 bindings.append(relax.VarBinding(binding.var, relax.TupleGetItem(both, 0)))
                 replaced[pack_binding.var] = relax.TupleGetItem(both, 1)

@@ -7,7 +7,8 @@ For a match, at compile time:
   scales   phi[i, j] = s_i * d_j; window_coef[j] = w0 * d_j; base_term = sum_c a0[c] * W_bar[o, c, :, :].
 At run time: pack_activation_planes (once per quantizer, however many layers it feeds) then
 bitserial_conv2d. The conv PrimFunc is marked out-elementwise-fusable so that Relax's FuseOps folds the
-epilogue (bias, BatchNorm, residual add, ReLU) into it.
+epilogue (bias, BatchNorm, residual add, ReLU) into it; patvm.compiler.fuse_packing then adds the next
+layer's packer to that kernel.
 """
 from __future__ import annotations
 

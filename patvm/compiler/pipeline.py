@@ -4,6 +4,8 @@
     2. match     patvm.compiler.match      the pattern table: quantizer -> conv2d / dense with checks
     3. lower     patvm.compiler.lower      call_tir of the packer and the bit-serial kernel, packed weights
     4. build     patvm.compiler.build      legalise + fuse (epilogues), tuned records, hand schedules
+                 patvm.compiler.legalize   ReLU / MaxPool with ONNX's NaN semantics
+                 patvm.compiler.fuse_packing  the next layer's packer joins a bit-serial epilogue (CPU)
                  patvm.compiler.schedules  per target family; then tvm.compile
 """
 from __future__ import annotations

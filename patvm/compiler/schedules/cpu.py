@@ -4,7 +4,9 @@ The bit-serial conv (anchor block "bitserial_conv") is register-blocked over `ow
 `o_tile` output channels, with the output channels innermost and vectorised: each step loads o_tile
 weight words and ANDs them with one activation word broadcast, then popcounts (vpopcntq on AVX-512
 VPOPCNTDQ, cnt.16b + pairwise adds on NEON, a scalar/LUT sequence on AVX2). Epilogue blocks are inlined
-into the output block, which runs after the conv inside the same parallel row loop.
+into the output block, which runs after the conv inside the same parallel row loop; when the next layer's
+packer is fused in (patvm.compiler.fuse_packing), its row loop is merged into that one: conv row, epilogue,
+pack, while the row is in cache.
 
 Unscheduled fp32 functions (first conv, depthwise convs, pooling, FC) get `GenericCPU`: parallel outer
 loops and a vectorised inner spatial loop. MetaSchedule replaces all of these where records exist.
@@ -87,69 +89,51 @@ class BitSerialCPU(ScheduleRule):
         pack = PACK_BLOCK if PACK_BLOCK in names else None       # the next layer's packer, fused (fuse_packing)
         last = names[-2] if pack else names[-1]                  # the float output, epilogue inlined into it
         inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last} | side | ({pack} if pack else set()))
+        # between the conv and the packer: the float output, and before it the kernel's float output that a
+        # residual add reads when fuse_packing moved a ReLU in (an output block cannot be inlined)
+        epilogue = [b for b in block_names(sch) if b not in {COUNT_BLOCK, CONV_BLOCK, pack} | side]
         conv = sch.get_sblock(CONV_BLOCK)
         counts = sch.get_sblock(COUNT_BLOCK)
         _, _, ow_, o_, nw, na = (int(iv.dom.extent) for iv in sch.get(conv).iter_vars)
         lanes = vector_lanes_u64(target)
         o_tile = largest_divisor(o_, self.o_tiles or (2 * lanes, lanes, 4, 2))
         ow_tile = largest_divisor(ow_, self.ow_tiles)
-        conv_extents = {"ow": ow_, "o": o_, "i": nw, "j": na}
-        if pack and not side:
-            # one parallel loop over (n, row): compute a row of the conv, its epilogue, then pack that row
-            row = _parallel_rows(sch, sch.get_sblock(pack))
-            sch.compute_at(sch.get_sblock(last), row)
-            sch.compute_at(conv, row)
-            loops = _tile_loops(sch, conv, conv_extents, start_after=row)
-        else:
-            n, oh, ow, o, i, j = sch.get_loops(conv)
-            row = sch.fuse(n, oh)
-            sch.parallel(row)
-            loops = dict(ow=ow, o=o, i=i, j=j)
-        owo = owi = oo = oi = None
-        if "ow" in loops:
-            owo, owi = sch.split(loops["ow"], [None, ow_tile])
-        if "o" in loops:
-            oo, oi = sch.split(loops["o"], [None, o_tile])
-        reductions = [loops[k] for k in ("i", "j") if k in loops]
-        order = [lp for lp in (owo, oo, *reductions, owi, oi) if lp is not None]
-        if len(order) > 1:
-            sch.reorder(*order)
+        n, oh, ow, o, i, j = sch.get_loops(conv)
+        owo, owi = sch.split(ow, [None, ow_tile])
+        oo, oi = sch.split(o, [None, o_tile])
+        sch.reorder(owo, oo, i, j, owi, oi)
+        row = sch.fuse(n, oh)
         # integer counts of one (ow_tile x o_tile) tile for all plane pairs, kept in registers / L1
-        tile_root = oo or owo or row
-        sch.compute_at(counts, tile_root)
-        _, _, _, _, _, _, k_h, k_w, c_w = (int(iv.dom.extent) for iv in sch.get(counts).iter_vars)
-        counts_extents = {"ow": ow_tile if owo is not None else 1, "i": nw, "j": na,
-                          "o": o_tile if oo is not None else 1, "kh": k_h, "kw": k_w, "cw": c_w}
-        tile = _tile_loops(sch, counts, counts_extents, start_after=tile_root)
+        sch.compute_at(counts, oo)
+        k_h, k_w, c_w = (int(iv.dom.extent) for iv in sch.get(counts).iter_vars[6:])
+        tile = _tile_loops(sch, counts, {"ow": ow_tile, "i": nw, "j": na, "o": o_tile, "kh": k_h, "kw": k_w,
+                                         "cw": c_w}, start_after=oo)
         order = [tile[k] for k in ("i", "j", "kh", "kw", "cw", "ow", "o") if k in tile]
         if len(order) > 1:
             sch.reorder(*order)
         if "ow" in tile:
             sch.unroll(tile["ow"])
-        if o_tile > 1 and oi is not None:
+        if o_tile > 1:
             sch.vectorize(tile["o"])
             sch.vectorize(oi)
-        first_reduction = next((tile[k] for k in ("kh", "kw", "cw") if k in tile), None)
-        if first_reduction is not None:
-            sch.decompose_reduction(counts, first_reduction)
-        if reductions:
-            sch.decompose_reduction(conv, reductions[0])
         if side:  # correction terms: small separate loop nests, each parallel
-            for name in sorted(side) + ([] if pack else [last]):
+            for name in sorted(side) + epilogue:
                 _parallel_outer(sch, sch.get_sblock(name), 2, _cores(target))
             if pack:
-                sch.compute_at(sch.get_sblock(last), _parallel_rows(sch, sch.get_sblock(pack)))
-        elif not pack:  # the output (with its inlined epilogue) per output row, right after that row's conv
-            sch.reverse_compute_at(sch.get_sblock(last), row)
+                pack_n, pack_h = sch.get_loops(sch.get_sblock(pack))[:2]
+                sch.parallel(sch.fuse(pack_n, pack_h))
+        else:  # per output row, right after that row's conv: the epilogue, then the next layer's packer
+            for name in epilogue:
+                sch.reverse_compute_at(sch.get_sblock(name), row)
+            if pack:
+                pack_n, pack_h = sch.get_loops(sch.get_sblock(pack))[:2]
+                row = sch.merge(row, sch.fuse(pack_n, pack_h))
+        sch.parallel(row)
+        first_reduction = next((tile[k] for k in ("kh", "kw", "cw") if k in tile), None)
+        if first_reduction is not None:  # after parallel: the init blocks would break its dataflow check
+            sch.decompose_reduction(counts, first_reduction)
+        sch.decompose_reduction(conv, i)
         return sch
-
-
-def _parallel_rows(sch: s_tir.Schedule, pack_block):
-    """The packer's (n, h) loops fused and parallel: the row loop of a layer whose output it packs."""
-    n, h = sch.get_loops(pack_block)[:2]
-    row = sch.fuse(n, h)
-    sch.parallel(row)
-    return row
 
 
 class PackActivationCPU(ScheduleRule):
