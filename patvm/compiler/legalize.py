@@ -5,14 +5,17 @@ That matters for PA models: a NaN must reach a quantizer as NaN to give levels[0
 - Relu keeps NaN: select(x < 0, 0, x), one elementwise op, so it still fuses into a conv's epilogue.
 - MaxPool gives NaN for a window holding a NaN (IEEE 754-2019 `maximum`, as numpy and torch pool). ONNX
   leaves this unspecified; TVM's reduction and onnxruntime's MaxPool both answer by the NaN's position in
-  the window (tests/reliability/test_regressions.py), so patvm pools a NaN mask beside the values.
+  the window (tests/reliability/test_regressions.py), so patvm's max-pool reducer keeps NaN.
 Used by `patvm.compiler.build.prepare_passes`, so the fp32 path and tuning tasks get the same semantics.
 """
 from __future__ import annotations
 
 import tvm
 from tvm import te, topi
+from tvm.ir import Op
 from tvm.relax import BlockBuilder, Call, Expr
+
+_TVM_MAX_POOL2D = Op.get("relax.nn.max_pool2d").get_attr("FLegalize")
 
 
 def nan_keeping_relu(x: te.Tensor) -> te.Tensor:
@@ -20,14 +23,26 @@ def nan_keeping_relu(x: te.Tensor) -> te.Tensor:
     return te.compute(x.shape, lambda *i: tvm.tirx.Select(x(*i) < zero, zero, x(*i)), name="relu", tag="elemwise")
 
 
-def nan_propagating_max_pool2d(x: te.Tensor, **pool) -> te.Tensor:
-    pooled = topi.nn.pool2d(x, pool_type="max", **pool)
-    one, zero = tvm.tirx.const(1.0, x.dtype), tvm.tirx.const(0.0, x.dtype)
-    is_nan = te.compute(x.shape, lambda *i: tvm.tirx.Select(tvm.tirx.isnan(x(*i)), one, zero), name="is_nan")
-    nan_window = topi.nn.pool2d(is_nan, pool_type="max", **pool)
-    nan = tvm.tirx.const(float("nan"), x.dtype)
-    return te.compute(pooled.shape, lambda *i: tvm.tirx.Select(nan_window(*i) > zero, nan, pooled(*i)),
-                      name="max_pool2d_nan")
+def nan_propagating_max_pool2d(x: te.Tensor, out_shape, kernel, stride, dilation, padding) -> te.Tensor:
+    """NCHW max pooling whose reducer keeps NaN; `out_shape` is Relax's (ceil_mode included), padding is
+    (top, left, bottom, right) with -inf, widened at the bottom / right where ceil_mode's last window needs it."""
+    (kh, kw), (sh, sw), (dh, dw) = ([int(v) for v in pair] for pair in (kernel, stride, dilation))
+    top, left, bottom, right = (int(v) for v in padding)
+    n, c, oh, ow = (int(v) for v in out_shape)
+    _, _, h, w = (int(v) for v in x.shape)
+    bottom = max(bottom, (oh - 1) * sh + dh * (kh - 1) + 1 - h - top)
+    right = max(right, (ow - 1) * sw + dw * (kw - 1) + 1 - w - left)
+    # -inf, not TVM's min_value (the lowest finite float): a window of -inf values gives -inf. (onnxruntime
+    # gives -FLT_MAX for such a window where it covers left padding, -inf where it covers top padding.)
+    padded = topi.nn.pad(x, [0, 0, top, left], [0, 0, bottom, right], pad_value=float("-inf"), name="pool_pad")
+
+    def keep_nan_max(a, b):  # isnan, not a != a: TVM's simplifier folds the latter to false
+        return tvm.tirx.Select(tvm.tirx.isnan(a), a, tvm.tirx.Select(tvm.tirx.isnan(b), b, tvm.tirx.max(a, b)))
+
+    nan_max = te.comm_reducer(keep_nan_max, lambda dtype: tvm.tirx.const(float("-inf"), dtype), name="nan_max")
+    rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+    return te.compute((n, c, oh, ow), lambda b, ch, i, j: nan_max(padded[b, ch, i * sh + rh * dh, j * sw + rw * dw],
+                                                                   axis=[rh, rw]), name="max_pool2d")
 
 
 def _relu(bb: BlockBuilder, call: Call) -> Expr:
@@ -36,11 +51,11 @@ def _relu(bb: BlockBuilder, call: Call) -> Expr:
 
 def _max_pool2d(bb: BlockBuilder, call: Call) -> Expr:
     attrs = call.attrs
-    if attrs.out_layout != attrs.layout:
-        return call  # TVM's own legaliser refuses this too; the build then names the op
-    return bb.call_te(nan_propagating_max_pool2d, call.args[0], kernel=attrs.pool_size, stride=attrs.strides,
-                      dilation=attrs.dilation, padding=attrs.padding, ceil_mode=attrs.ceil_mode,
-                      layout=attrs.layout, primfunc_name_hint="max_pool2d")
+    if attrs.layout != "NCHW" or attrs.out_layout != "NCHW" or call.ty.shape is None:
+        return _TVM_MAX_POOL2D(bb, call)   # ONNX models are NCHW; anything else keeps TVM's semantics
+    return bb.call_te(nan_propagating_max_pool2d, call.args[0], out_shape=call.ty.shape, kernel=attrs.pool_size,
+                      stride=attrs.strides, dilation=attrs.dilation, padding=attrs.padding,
+                      primfunc_name_hint="max_pool2d")
 
 
 NAN_KEEPING_LEGALIZATIONS = {"relax.nn.relu": _relu, "relax.nn.max_pool2d": _max_pool2d}
