@@ -71,3 +71,20 @@ def test_models_quick(tmp_path):
     assert row["rel_error_vs_ort_pa"] < 1e-2       # a deep net may flip a rare quantizer decision
     (size,) = data["sizes"]
     assert size["patvm_so_bytes"] > 0 and size["fp32_onnx_bytes"] > 0 and size["patvm_compile_seconds"] > 0
+
+
+def test_compare_two_modules(tmp_path):
+    """compare.py on the same tiny layer compiled twice: identical outputs, a ratio printed."""
+    import numpy as np
+
+    import patvm
+    from patvm.onnx_format import GraphWriter
+    g = GraphWriter("tiny")
+    g.output(g.conv(g.input("x", [1, 8, 6, 6]), np.ones((4, 8, 3, 3), np.float32), pad=1), [1, 4, 6, 6])
+    paths = [tmp_path / "a.so", tmp_path / "b.so"]
+    for path in paths:
+        patvm.compile(g.model(), target="host").export(path)
+    cmd = [sys.executable, str(BENCH / "compare.py"), *map(str, paths), "--sample-ms", "2", "--max-seconds", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "outputs identical: True" in proc.stdout and "A/B " in proc.stdout, proc.stdout
