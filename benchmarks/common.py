@@ -131,6 +131,11 @@ def median_ci(samples, z: float = 1.96) -> tuple[float, float, float]:
     return med, float(x[lo]), float(x[hi])
 
 
+def rel_error(got: np.ndarray, want: np.ndarray) -> float:
+    """Largest |got - want| relative to the largest |want|: the sanity check beside every timing."""
+    return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
+
+
 def summarize(samples) -> dict:
     """median, its ~95% interval, the relative half-width of that interval (`ci_rel`: how far a rerun's
     median may move), the interquartile spread relative to the median, min and the number of samples."""

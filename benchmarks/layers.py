@@ -107,10 +107,6 @@ def layer_models(key: str, schemes: list[str], batch: int, seed: int):
     return x, model(None), {sc: model(sc) for sc in schemes}
 
 
-def rel_error(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
-
-
 def worker(args) -> dict:
     t = args.worker
     common.check_worker_threads(t)
@@ -127,7 +123,7 @@ def worker(args) -> dict:
         entry = {"macs": macs(key, args.batch), "compile_seconds": {"tvm-fp32": time.perf_counter() - start},
                  "schemes": {}}
         want_fp32 = ort_fp32.run(None, {"x": x})[0]
-        entry["check_tvm_fp32_rel_error"] = rel_error(tvm_fp32.run(x)[0], want_fp32)
+        entry["check_tvm_fp32_rel_error"] = common.rel_error(tvm_fp32.run(x)[0], want_fp32)
         timers = [common.ort_timer("ort-fp32", ort_fp32, {"x": x}), common.tvm_timer("tvm-fp32", tvm_fp32, x)]
         keep = [tvm_fp32]
         for scheme, model in pa_models.items():
@@ -140,7 +136,7 @@ def worker(args) -> dict:
                 (layer,) = [la for la in compiled.layers]
                 info[strategy] = {"strategy": layer["strategy"], "M": layer.get("M"), "N": layer.get("N"),
                                   "reason": layer.get("reason"),
-                                  "rel_error_vs_ort": rel_error(compiled.run(x)[0], want)}
+                                  "rel_error_vs_ort": common.rel_error(compiled.run(x)[0], want)}
                 if strategy == "bit-serial":
                     if layer["strategy"] != "bit-serial":
                         raise SystemExit(f"{key} {scheme}: patvm did not lower the layer bit-serial: {layer}")

@@ -93,10 +93,6 @@ def ensure_artifact(paths: dict, build, strategy: str, tag: str, label: str) -> 
     return meta
 
 
-def rel_error(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
-
-
 def worker(args) -> dict:
     t = args.worker
     common.check_worker_threads(t)
@@ -120,7 +116,7 @@ def worker(args) -> dict:
             timers = [common.ort_timer("ort-fp32", ort_fp32, {"input": x})]
             tvm_fp32 = patvm.load(twin["so"])
             timers.append(common.tvm_timer("tvm-fp32", tvm_fp32, x))
-            checks = {"tvm-fp32": rel_error(tvm_fp32.run(x)[0], ort_fp32.run(None, {"input": x})[0])}
+            checks = {"tvm-fp32": common.rel_error(tvm_fp32.run(x)[0], ort_fp32.run(None, {"input": x})[0])}
             members = []
             for v in [v for v in args.variants if v["arch"] == arch]:
                 paths = artifact_paths(work, v, arch, batch, size, seed, args.strategy)
@@ -130,7 +126,7 @@ def worker(args) -> dict:
                 out["artifacts"][f"{group}/{v['label']}"] = meta
                 ort_pa = common.ort_session(paths["onnx"], t)
                 compiled = patvm.load(paths["so"])
-                checks[v["label"]] = rel_error(compiled.run(x)[0], ort_pa.run(None, {"input": x})[0])
+                checks[v["label"]] = common.rel_error(compiled.run(x)[0], ort_pa.run(None, {"input": x})[0])
                 timers.append(common.tvm_timer(f"patvm-{v['label']}", compiled, x))
                 timers.append(common.ort_timer(f"ort-pa-{v['label']}", ort_pa, {"input": x}))
                 members.append(v["label"])

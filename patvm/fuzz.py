@@ -819,6 +819,7 @@ FLIP_INPUT_TOLERANCE = 1e-4   # of the quantizer input's range: fp32 summation-o
 
 
 def _probe(model: onnx.ModelProto, outputs: list[str], shapes: dict) -> onnx.ModelProto:
+    """`model` with `outputs` (intermediate tensors, shapes from `shapes` where known) as its outputs."""
     from onnx import TensorProto, helper
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -850,9 +851,9 @@ def rounding_flip(case: FuzzCase, got: list[np.ndarray], target: str = "host") -
     from patvm.onnx_format import paquantize
     model = case.model
     quantizers = [n for n in model.graph.node if paquantize.is_paquantize(n)]
-    names = [name for n in quantizers for name in (n.input[0], n.output[0])]
     if not quantizers:
         return None
+    names = [name for n in quantizers for name in (n.input[0], n.output[0])]
     values = dict(zip(names, onnxruntime_outputs(_probe(model, names, {}), case.inputs)))
     initializers = {t.name: t for t in model.graph.initializer}
     for node in quantizers:
@@ -883,22 +884,14 @@ def rounding_flip(case: FuzzCase, got: list[np.ndarray], target: str = "host") -
 
 def first_divergence(case: FuzzCase, target: str = "host") -> str | None:
     """The first node (in graph order) whose output already differs: the place to look for the bug."""
-    from onnx import TensorProto, helper
     model = case.model
     names = [node.output[0] for node in model.graph.node if node.op_type != "Identity"]
-    every = onnx.ModelProto()
-    every.CopyFrom(model)
-    del every.graph.output[:]
-    every.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
-    shapes = {n: list(v.shape) for n, v in zip(names, onnxruntime_outputs(every, case.inputs))}
+    shapes = {n: list(v.shape) for n, v in zip(names, onnxruntime_outputs(_probe(model, names, {}), case.inputs))}
     for node in model.graph.node:
         name = node.output[0]
         if name not in shapes:
             continue
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        del probe.graph.output[:]
-        probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shapes[name]))
+        probe = _probe(model, [name], shapes)
         sub = FuzzCase(case.seed, case.index, case.mode, probe, case.inputs, case.steps, case.strategy)
         outcome = run_case(sub, target)
         if not outcome.ok:

@@ -5,9 +5,9 @@ ReLU) whose float output usually goes straight into the packer of the next binar
 join them (the packer is a reduction over channel bits, not elementwise), so this pass does, before
 FuseTIR: the group also calls the packer and returns the packed planes -- and the float tensor too when
 something else still reads it (a residual add). A ReLU that FuseOps left between the group and the packer
-(it does when the group's output is also read elsewhere) moves into the group with the packer. FuseTIR then makes one PrimFunc, and the CPU schedule packs
-each output row right after computing it, while it is still in cache (Riptide's "fused glue", Larq Compute
-Engine's output transform).
+(it does when the group's output is also read elsewhere) moves into the group with the packer. FuseTIR
+then makes one PrimFunc, and the CPU schedule packs each output row right after computing it, while it is
+still in cache (Riptide's "fused glue", Larq Compute Engine's output transform).
 """
 from __future__ import annotations
 
@@ -19,25 +19,29 @@ from patvm.compiler.lower import PATVM_KERNEL_ATTR
 OP_PATTERN_ELEMWISE = 0
 
 
-def _kernel(mod: tvm.IRModule, callee) -> str | None:
-    """patvm's kernel name of a call_tir target, if it is one of patvm's PrimFuncs."""
-    if not isinstance(callee, relax.GlobalVar) or callee not in mod.functions:
-        return None
-    func = mod[callee]
-    return str(func.attrs[PATVM_KERNEL_ATTR]) if func.attrs is not None and PATVM_KERNEL_ATTR in func.attrs else None
+def _callee(mod: tvm.IRModule, callee):
+    """The module's function behind a GlobalVar, else None."""
+    return mod[callee] if isinstance(callee, relax.GlobalVar) and callee in mod.functions else None
+
+
+def _call_tir_target(mod: tvm.IRModule, expr):
+    """The PrimFunc a call_tir binding calls, else None."""
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.call_tir":
+        return _callee(mod, expr.args[0])
+    return None
 
 
 def _call_tir_kernel(mod: tvm.IRModule, expr) -> str | None:
-    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.call_tir":
-        return _kernel(mod, expr.args[0])
-    return None
+    """patvm's kernel name of a call_tir binding's PrimFunc, if it is one of patvm's."""
+    func = _call_tir_target(mod, expr)
+    if func is None or func.attrs is None or PATVM_KERNEL_ATTR not in func.attrs:
+        return None
+    return str(func.attrs[PATVM_KERNEL_ATTR])
 
 
 def _is_bitserial_group(mod: tvm.IRModule, callee) -> bool:
     """A FuseOps group function holding a bit-serial conv and returning one tensor."""
-    if not isinstance(callee, relax.GlobalVar) or callee not in mod.functions:
-        return False
-    func = mod[callee]
+    func = _callee(mod, callee)
     if not isinstance(func, relax.Function) or func.attrs is None or "Primitive" not in func.attrs:
         return False
     if not isinstance(func.ret_ty, relax.TensorType) or len(func.body.blocks) != 1:
@@ -48,14 +52,11 @@ def _is_bitserial_group(mod: tvm.IRModule, callee) -> bool:
 def _elementwise_step(mod: tvm.IRModule, binding, uses: dict) -> bool:
     """A one-tensor elementwise call_tir read only by the next step: a ReLU that FuseOps left outside the
     group because the group's output is also read elsewhere (a residual add recomputes it there)."""
-    call = binding.value
-    if _call_tir_kernel(mod, call) is not None or not isinstance(call, relax.Call):
+    func = _call_tir_target(mod, binding.value)
+    if func is None or func.attrs is None or PATVM_KERNEL_ATTR in func.attrs:
         return False
-    if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir"):
-        return False
-    func = mod[call.args[0]]
-    pattern = func.attrs.get("op_pattern") if func.attrs is not None else None
-    return (pattern is not None and int(pattern) == OP_PATTERN_ELEMWISE and len(call.args[1].fields) == 1
+    pattern = func.attrs.get("op_pattern")
+    return (pattern is not None and int(pattern) == OP_PATTERN_ELEMWISE and len(binding.value.args[1].fields) == 1
             and uses.get(binding.var, 0) == 1)
 
 
@@ -78,10 +79,6 @@ def _group_with_packing(group: relax.Function, steps: list, pack_call: relax.Cal
         result, ret_ty = relax.Tuple([group.body.body, packed]), relax.TupleType([group.ret_ty, pack_call.ty])
     body = relax.SeqExpr([relax.DataflowBlock(bindings)], result)
     return relax.Function(list(group.params) + [thresholds], body, ret_ty, attrs=group.attrs)
-
-
-def func_ret_ty(builder: relax.BlockBuilder, gv: relax.GlobalVar):
-    return builder.get()[gv].ret_ty
 
 
 def _uses(func: relax.Function) -> dict:
@@ -122,7 +119,7 @@ def fuse_pack_into_epilogue(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         return mod
 
     builder = relax.BlockBuilder(mod)
-    groups: dict = {}        # (group, steps, packer, keep_float) -> new group GlobalVar
+    groups: dict = {}        # (group, steps, packer, keep_float) -> (new group GlobalVar, its return type)
     replaced: dict = {}      # pack binding var -> expression of the packed planes
     new_blocks = []
     for block in main.body.blocks:
@@ -139,11 +136,11 @@ def fuse_pack_into_epilogue(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
             key = (binding.value.op, tuple(step.value.args[0] for step in steps), pack_call.args[0], keep_float)
             if key not in groups:
                 func = _group_with_packing(mod[binding.value.op], steps, pack_call, keep_float)
-                groups[key] = builder.add_func(func, binding.value.op.name_hint + "_pack")
-            args = list(binding.value.args) + [pack_call.args[1].fields[1]]
-            call = relax.Call(groups[key], args)
+                groups[key] = builder.add_func(func, binding.value.op.name_hint + "_pack"), func.ret_ty
+            gv, ret_ty = groups[key]
+            call = relax.Call(gv, list(binding.value.args) + [pack_call.args[1].fields[1]])
             if keep_float:
-                both = relax.Var(binding.var.name + "_and_packed", func_ret_ty(builder, groups[key]))
+                both = relax.Var(binding.var.name + "_and_packed", ret_ty)
                 bindings.append(relax.VarBinding(both, call))
                 bindings.append(relax.VarBinding(binding.var, relax.TupleGetItem(both, 0)))
                 replaced[pack_binding.var] = relax.TupleGetItem(both, 1)

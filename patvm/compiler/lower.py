@@ -157,17 +157,8 @@ class BinaryLayerRewriter(PyExprMutator):
             return call
         return self._lower(match, consts, report)
 
-    def _bound(self, expr: relax.Expr) -> relax.Expr:
-        """The variable bound to `expr`: the pattern match resolves variables to their values, and using a
-        value (a MaxPool, a ReLU) as the packer's input would compute it a second time."""
-        if not isinstance(expr, relax.Var):
-            for var, value in self.var2val.items():
-                if value.same_as(expr):
-                    return var
-        return expr
-
     def _lower(self, match: LayerMatch, consts: BinaryLayerConstants, report: LayerReport) -> relax.Expr:
-        x = self._bound(match.x)
+        x = match.x
         x_shape = static_shape(x)
         if match.kind == "dense":
             x_shape = (x_shape[0], x_shape[1], 1, 1)

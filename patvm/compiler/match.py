@@ -48,7 +48,7 @@ class LayerMatch:
     kind: str                       # "conv2d" or "dense"
     call: relax.Call                # the conv2d / matmul call
     quantized: relax.Expr           # the quantizer's output (shared by every layer it feeds)
-    x: relax.Expr                   # the quantizer's input
+    x: relax.Expr                   # the quantizer's input (the variable bound to it, where there is one)
     staircase: Staircase
     weight: np.ndarray              # conv: [O, C, KH, KW]; dense: [O, C, 1, 1] (W_bar)
     stride: int = 1
@@ -134,6 +134,16 @@ PATTERN_TABLE: dict[str, tuple[Callable, Callable, Callable]] = {
 }
 
 
+def bound_variable(expr: relax.Expr, var2val: dict) -> relax.Expr:
+    """The variable bound to `expr`, else `expr`. The pattern match resolves variables to their values, and
+    a value (a MaxPool, a ReLU) used again in the rewritten module would be computed a second time."""
+    if not isinstance(expr, relax.Var):
+        for var, value in var2val.items():
+            if value.same_as(expr):
+                return var
+    return expr
+
+
 def match_layer(call: relax.Call, var2val: dict) -> LayerMatch | None:
     """The table entry matching `call` with its check applied, or None when no entry matches."""
     for kind, (make_pattern, weight_of, check) in PATTERN_TABLE.items():
@@ -141,7 +151,7 @@ def match_layer(call: relax.Call, var2val: dict) -> LayerMatch | None:
         matched = pattern.extract_matched_expr(call, var2val)
         if matched is None:
             continue
-        m = LayerMatch(kind=kind, call=call, quantized=call.args[0], x=matched[captures["x"]],
+        m = LayerMatch(kind=kind, call=call, quantized=call.args[0], x=bound_variable(matched[captures["x"]], var2val),
                        staircase=_staircase_from({k: matched[v] for k, v in captures.items()}),
                        weight=weight_of(call))
         m.reason = check(m)

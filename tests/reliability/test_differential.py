@@ -68,19 +68,24 @@ def test_graphs_are_reproducible():
     assert all(np.array_equal(a.inputs[k], b.inputs[k], equal_nan=True) for k in a.inputs)
 
 
+def plant_scaled_planes(monkeypatch, factor: float) -> None:
+    """A planted kernel bug: every bit-serial layer's plane scales phi multiplied by `factor`."""
+    real = lower.binary_layer_constants
+
+    def planted(match):
+        consts = real(match)
+        object.__setattr__(consts, "phi", (consts.phi * np.float32(factor)).astype(np.float32))
+        return consts
+
+    monkeypatch.setattr(lower, "binary_layer_constants", planted)
+
+
 def test_the_oracle_catches_a_planted_bug(monkeypatch):
     """Scale one weight plane by (1 + 2**-20): the dyadic comparison must flag it."""
     case = next(c for c in (fuzz.generate(CI_SEED, i, "dyadic", strategy="bit-serial", **SMALL) for i in DYADIC)
                 if any(s.startswith("binary conv") for s in c.steps))
     assert check(case).bit_serial >= 1
-    real = lower.binary_layer_constants
-
-    def planted(match):
-        consts = real(match)
-        object.__setattr__(consts, "phi", (consts.phi * np.float32(1 + 2**-20)).astype(np.float32))
-        return consts
-
-    monkeypatch.setattr(lower, "binary_layer_constants", planted)
+    plant_scaled_planes(monkeypatch, 1 + 2**-20)
     outcome = fuzz.run_case(case)
     assert outcome.status == "mismatch", outcome.detail
 
@@ -92,14 +97,7 @@ def test_a_rounding_flip_is_told_apart_from_a_wrong_layer(monkeypatch):
     case = fuzz.generate(3, 130)
     outcome = fuzz.run_case(case)
     assert outcome.status == "flip" and "paq_1" in outcome.detail, outcome.detail
-    real = lower.binary_layer_constants
-
-    def planted(match):
-        consts = real(match)
-        object.__setattr__(consts, "phi", (consts.phi * np.float32(1 + 2**-10)).astype(np.float32))
-        return consts
-
-    monkeypatch.setattr(lower, "binary_layer_constants", planted)
+    plant_scaled_planes(monkeypatch, 1 + 2**-10)
     assert fuzz.run_case(case).status == "mismatch"
 
 

@@ -14,7 +14,6 @@ from tvm import te
 WORD_BITS = 64
 WORD_DTYPE = "uint64"
 PACK_BLOCK = "pack_activation_planes"   # the block name the schedules look for
-PACK_BLOCK = "pack_activation_planes"   # the block name the schedules look for
 
 
 def words_for(channels: int) -> int:

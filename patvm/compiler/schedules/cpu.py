@@ -116,18 +116,17 @@ class BitSerialCPU(ScheduleRule):
         if o_tile > 1:
             sch.vectorize(tile["o"])
             sch.vectorize(oi)
+        pack_rows = sch.fuse(*sch.get_loops(sch.get_sblock(pack))[:2]) if pack else None   # its (n, h)
         if side:  # correction terms: small separate loop nests, each parallel
             for name in sorted(side) + epilogue:
                 _parallel_outer(sch, sch.get_sblock(name), 2, _cores(target))
             if pack:
-                pack_n, pack_h = sch.get_loops(sch.get_sblock(pack))[:2]
-                sch.parallel(sch.fuse(pack_n, pack_h))
+                sch.parallel(pack_rows)
         else:  # per output row, right after that row's conv: the epilogue, then the next layer's packer
             for name in epilogue:
                 sch.reverse_compute_at(sch.get_sblock(name), row)
             if pack:
-                pack_n, pack_h = sch.get_loops(sch.get_sblock(pack))[:2]
-                row = sch.merge(row, sch.fuse(pack_n, pack_h))
+                row = sch.merge(row, pack_rows)
         sch.parallel(row)
         first_reduction = next((tile[k] for k in ("kh", "kw", "cw") if k in tile), None)
         if first_reduction is not None:  # after parallel: the init blocks would break its dataflow check
