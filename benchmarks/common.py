@@ -178,6 +178,11 @@ def ort_session(model_or_path, threads: int):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    # round-robin timing: onnxruntime's idle worker threads spin-wait by default and take the core the next
+    # executor's parallel section needs (at 2 threads on 2 cores TVM's fp32 1x1 layer measured 4.0 ms next
+    # to a spinning onnxruntime, 0.31 ms without). Cost: onnxruntime's own sub-millisecond layers lose
+    # ~0.1-0.2 ms of wake-up at 2 threads (0.13 -> 0.32 ms on that layer); 1 thread is unaffected.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     data = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else os.fspath(model_or_path)
     return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
@@ -256,10 +261,13 @@ def run_workers(script: Path, threads: list[int], worker_args: list[str], tag: s
     return results
 
 
-def check_worker_threads(t: int) -> None:
+def start_worker(args, name: str) -> tuple[int, str, dict]:
+    """In a worker process: (thread count, progress tag, timing settings), once TVM_NUM_THREADS is checked."""
+    t = args.worker
     env = os.environ.get("TVM_NUM_THREADS")
     if env != str(t):
         raise SystemExit(f"worker for {t} threads started with TVM_NUM_THREADS={env!r}: run the script without --worker")
+    return t, f"{name} t={t}", timing_settings(args)
 
 
 # ---------------------------------------------------------------- output
@@ -348,6 +356,18 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def latency_bars(ax, rows: list[dict], series: list[tuple], tick_labels: list[str], rotate: bool = False) -> None:
+    """Grouped bars of median latencies: one group per row, one bar per (name, row key, colour) of series."""
+    width = 0.85 / len(series)
+    for i, (name, key, color) in enumerate(series):
+        bars = ax.bar(np.arange(len(rows)) + i * width, [r[key]["median"] for r in rows], width, label=name, color=color)
+        ax.bar_label(bars, labels=[fmt_ms(r[key]["median"]) for r in rows], fontsize=6)
+    ax.set_xticks(np.arange(len(rows)) + 0.85 / 2 - width / 2)
+    ax.set_xticklabels(tick_labels, fontsize=7, rotation=30 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_ylabel("latency, ms (median)")
+    ax.legend(fontsize=7)
 
 
 def fmt_ms(ms: float | None) -> str:

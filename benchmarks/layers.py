@@ -108,11 +108,8 @@ def layer_models(key: str, schemes: list[str], batch: int, seed: int):
 
 
 def worker(args) -> dict:
-    t = args.worker
-    common.check_worker_threads(t)
-    tag = f"{NAME} t={t}"
+    t, tag, settings = common.start_worker(args, NAME)
     import patvm
-    settings = common.timing_settings(args)
     out = {"threads": t, "layers": {}}
     for key in args.layer_keys:
         x, fp32_model, pa_models = layer_models(key, args.scheme_names, args.batch, args.seed)

@@ -8,9 +8,11 @@ Models: pa-resnet18 and pa-mobilenet-v1 at PA (M, N) = (2,1) and (4,5), abc-resn
 (--pa-schemes / --abc-schemes), 224x224, seed 0. Per architecture, batch and thread count these are timed
 round-robin in one loop (one sample of each per round; speed-ups are medians of per-round paired ratios):
   patvm-<model>-<MxN>  patvm.compile(PA-ONNX, strategy=--strategy, default "auto"), exported .so loaded back
+                       (with the tuning database shipped in schedules/ for this CPU, if there is one, as a
+                       user gets it; the "tuned kernels" column says how many kernels it covered)
   ort-pa-<model>-<MxN> onnxruntime on the PA-ONNX itself (PAQuantize as its ONNX function)
   ort-fp32             onnxruntime on the full-precision twin (same seed: the weights the PA model approximates)
-  tvm-fp32             patvm.compile(twin, strategy="fp32"): TVM's own fp32 build of the twin
+  tvm-fp32             patvm.compile(twin, strategy="fp32", tuning_db=False): TVM's own fp32 build of the twin
 Also: compile time (patvm's compile_seconds), compiled module size (.so) vs the fp32 ONNX file, and
 patvm's output checked against onnxruntime on the PA-ONNX.
 
@@ -46,6 +48,33 @@ def parse_scheme(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"scheme {text!r} is not MxN (e.g. 2x1)") from None
 
 
+def add_model_args(parser, name: str, default_models: list[str], default_pa: str) -> None:
+    """The options every whole-model script takes: which models and schemes, image size, seed, --from-json."""
+    parser.add_argument("--models", nargs="+", default=None, help=f"default {' '.join(default_models)}")
+    parser.add_argument("--pa-schemes", nargs="+", type=parse_scheme, default=None, help=f"PA MxN (default {default_pa})")
+    parser.add_argument("--abc-schemes", nargs="+", type=parse_scheme, default=None, help="ABC MxN (default 1x1)")
+    parser.add_argument("--image-size", type=int, default=None, help="default 224 (quick: 32)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help=f"only rewrite {name}.md and {name}.png in --out from this {name}.json (no measuring)")
+
+
+def settle_model_args(args, default_models: list[str], default_pa: list[tuple]) -> None:
+    """Fill in the defaults (--quick: pa-resnet18 (2,1) at 32x32) and args.variants."""
+    q = args.quick
+    args.models = args.models or (["pa-resnet18"] if q else default_models)
+    args.pa_schemes = args.pa_schemes or ([(2, 1)] if q else default_pa)
+    args.abc_schemes = args.abc_schemes or [(1, 1)]
+    args.image_size = args.image_size or (32 if q else 224)
+    args.variants = variants(args)
+
+
+def model_args_for_worker(args) -> list[str]:
+    return ["--models", *args.models, "--pa-schemes", *[f"{m}x{n}" for m, n in args.pa_schemes],
+            "--abc-schemes", *[f"{m}x{n}" for m, n in args.abc_schemes], "--image-size", str(args.image_size),
+            "--seed", str(args.seed)]
+
+
 def variants(args) -> list[dict]:
     """[{model, family, arch, M, N, label}] in a stable order."""
     out = []
@@ -59,16 +88,19 @@ def variants(args) -> list[dict]:
 
 
 # ---------------------------------------------------------------- artifacts (built once, in the first worker)
-def artifact_paths(work: Path, v: dict | None, arch: str, batch: int, size: int, seed: int, strategy: str) -> dict:
-    stem = f"{arch}-s{size}-b{batch}-seed{seed}"
+def artifact_paths(work: Path, v: dict | None, arch: str, batch: int, size: int, seed: int, strategy: str,
+                   build_name: str = "") -> dict:
+    """Where one model's ONNX file, compiled module and its notes live; build_name tells builds apart."""
     if v is None:
-        return {"onnx": work / f"{stem}.onnx", "so": work / f"{stem}-tvm-fp32.so", "meta": work / f"{stem}-tvm-fp32.meta.json"}
-    stem = f"{v['label']}-s{size}-b{batch}-seed{seed}"
-    return {"onnx": work / f"{stem}.onnx", "so": work / f"{stem}-patvm-{strategy}.so",
-            "meta": work / f"{stem}-patvm-{strategy}.meta.json"}
+        stem = f"{arch}-s{size}-b{batch}-seed{seed}"
+        module = f"{stem}-tvm-fp32{build_name}"
+    else:
+        stem = f"{v['label']}-s{size}-b{batch}-seed{seed}"
+        module = f"{stem}-patvm-{strategy}{build_name}"
+    return {"onnx": work / f"{stem}.onnx", "so": work / f"{module}.so", "meta": work / f"{module}.meta.json"}
 
 
-def ensure_artifact(paths: dict, build, strategy: str, tag: str, label: str) -> dict:
+def ensure_artifact(paths: dict, build, strategy: str, tag: str, label: str, tuning_db=None) -> dict:
     """Build the ONNX file and compile + export the module unless the work dir has them; returns the meta."""
     import patvm
     from patvm.onnx_format.writer import save_model
@@ -79,27 +111,25 @@ def ensure_artifact(paths: dict, build, strategy: str, tag: str, label: str) -> 
         save_model(build(), paths["onnx"])
     common.progress(f"{label}: compiling (strategy {strategy})", tag)
     start = time.perf_counter()
-    compiled = patvm.compile(str(paths["onnx"]), target="host", strategy=strategy)
+    compiled = patvm.compile(str(paths["onnx"]), target="host", strategy=strategy, tuning_db=tuning_db)
     wall = time.perf_counter() - start
     compiled.export(paths["so"])
     layers = compiled.layers
     meta = {"compile_seconds": compiled.compile_seconds, "compile_wall_seconds": wall,
             "so_bytes": paths["so"].stat().st_size, "sidecar_bytes": (paths["so"].parent / (paths["so"].name + ".json")).stat().st_size,
             "onnx_bytes": paths["onnx"].stat().st_size, "packed_weight_bytes": compiled.module_weight_bytes(),
-            "layers": len(layers), "bit_serial_layers": sum(la["strategy"] == "bit-serial" for la in layers)}
+            "layers": len(layers), "bit_serial_layers": sum(la["strategy"] == "bit-serial" for la in layers),
+            "schedules": compiled.schedules}
     common.write_json(paths["meta"], meta)
     common.progress(f"{label}: compiled in {meta['compile_seconds']:.1f} s, {meta['bit_serial_layers']}/{meta['layers']} "
-                    f"layers bit-serial, module {meta['so_bytes'] / 1e6:.2f} MB", tag)
+                    f"layers bit-serial, module {meta['so_bytes'] / 1e6:.2f} MB; {compiled.schedules_line()}", tag)
     return meta
 
 
 def worker(args) -> dict:
-    t = args.worker
-    common.check_worker_threads(t)
-    tag = f"{NAME} t={t}"
+    t, tag, settings = common.start_worker(args, NAME)
     import patvm
     from patvm.zoo import build_model
-    settings = common.timing_settings(args)
     work = args.work_dir
     out = {"threads": t, "groups": {}, "artifacts": {}}
     archs = list(dict.fromkeys(v["arch"] for v in args.variants))
@@ -108,8 +138,9 @@ def worker(args) -> dict:
             group = f"{arch}-b{batch}"
             size, seed = args.image_size, args.seed
             twin = artifact_paths(work, None, arch, batch, size, seed, "fp32")
+            # TVM's own fp32 build: no patvm tuning database, not even a shipped one
             twin_meta = ensure_artifact(twin, lambda: build_model(arch, seed=seed, batch=batch, image_size=size),
-                                        "fp32", tag, f"{arch} (twin) batch {batch}")
+                                        "fp32", tag, f"{arch} (twin) batch {batch}", tuning_db=False)
             out["artifacts"][f"{group}/tvm-fp32"] = twin_meta
             x = np.random.default_rng(seed + 1).standard_normal((batch, 3, size, size), dtype=np.float32)
             ort_fp32 = common.ort_session(twin["onnx"], t)
@@ -160,6 +191,7 @@ def derive(raw: dict, args) -> tuple[list[dict], list[dict]]:
                     "rounds": g["rounds"], "stable": g["stable"],
                     "rel_error_vs_ort_pa": g["rel_error_vs_ort"][label],
                     "bit_serial_layers": meta["bit_serial_layers"], "layers": meta["layers"],
+                    "tuned_kernels": tuned_kernels(meta),
                 })
                 sizes[(label, g["batch"])] = {
                     "variant": label, "batch": g["batch"], "arch": g["arch"], "strategy": args.strategy,
@@ -175,13 +207,19 @@ def derive(raw: dict, args) -> tuple[list[dict], list[dict]]:
     return rows, list(sizes.values())
 
 
+def tuned_kernels(meta: dict) -> str:
+    """"k/n" kernels scheduled from a tuning database, "-" when none was used (or not recorded)."""
+    schedules = meta.get("schedules") or {}
+    return f"{len(schedules['tuned'])}/{schedules['kernels']}" if schedules.get("database") else "-"
+
+
 def markdown(data: dict) -> str:
     s = data["settings"]
     lines = [f"# Whole models ({s['image_size']}x{s['image_size']}, patvm strategy \"{s['strategy']}\")\n",
              common.machine_markdown(data["machine"])]
     for t in sorted({r["threads"] for r in data["rows"]}):
         lines.append(f"\n## {t} thread(s)\n")
-        table = [[r["variant"], r["batch"], f"{r['bit_serial_layers']}/{r['layers']}",
+        table = [[r["variant"], r["batch"], f"{r['bit_serial_layers']}/{r['layers']}", r.get("tuned_kernels", "-"),
                   common.fmt_ms(r["patvm_ms"]["median"]), common.fmt_ms(r["ort_fp32_ms"]["median"]),
                   common.fmt_ms(r["ort_pa_ms"]["median"]), common.fmt_ms(r["tvm_fp32_ms"]["median"]),
                   common.fmt_x(r["speedup_vs_ort_fp32"]["median"]), common.fmt_x(r["speedup_vs_ort_pa"]["median"]),
@@ -189,7 +227,7 @@ def markdown(data: dict) -> str:
                   f"+-{100 * r['worst_ci_rel']:.1f}%{'' if r['stable'] else ' !'} ({r['rounds']})"]
                  for r in data["rows"] if r["threads"] == t]
         lines.append(common.markdown_table(
-            ["model", "batch", "bit-serial layers", "patvm ms", "ORT fp32 twin ms", "ORT PA-ONNX ms", "TVM fp32 twin ms",
+            ["model", "batch", "bit-serial layers", "tuned kernels", "patvm ms", "ORT fp32 twin ms", "ORT PA-ONNX ms", "TVM fp32 twin ms",
              "vs ORT fp32", "vs ORT PA-ONNX", "vs TVM fp32", "spread (rounds)"], table))
     lines.append("\n## Size and compile time\n")
     table = [[z["variant"], z["batch"], f"{z['patvm_so_bytes'] / 1e6:.2f}", f"{z['patvm_packed_weight_bytes'] / 1e6:.2f}",
@@ -215,18 +253,9 @@ def plot(data: dict, path: Path) -> None:
               ("ORT PA-ONNX", "ort_pa_ms", "tab:brown"), ("TVM fp32 twin", "tvm_fp32_ms", "grey")]
     for ax, t in zip(axes[0], threads):
         rows = [r for r in data["rows"] if r["threads"] == t]
-        labels = [f"{r['variant']}\nb{r['batch']}" for r in rows]
-        width = 0.85 / len(series)
-        for i, (name, key, color) in enumerate(series):
-            bars = ax.bar(np.arange(len(rows)) + i * width, [r[key]["median"] for r in rows], width, label=name,
-                          color=color)
-            ax.bar_label(bars, labels=[common.fmt_ms(r[key]["median"]) for r in rows], fontsize=6)
-        ax.set_xticks(np.arange(len(rows)) + 0.85 / 2 - width / 2)
-        ax.set_xticklabels(labels, fontsize=7, rotation=30, ha="right")
+        common.latency_bars(ax, rows, series, [f"{r['variant']}\nb{r['batch']}" for r in rows], rotate=True)
         ax.set_yscale("log")
-        ax.set_ylabel("latency, ms (median)")
         ax.set_title(f"{t} thread(s)")
-        ax.legend(fontsize=7)
     ax = axes[0][-1]
     sizes = [z for z in data["sizes"] if z["batch"] == min(z2["batch"] for z2 in data["sizes"])]
     width = 0.85 / 3
@@ -249,27 +278,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     common.add_timing_args(parser)
-    parser.add_argument("--models", nargs="+", default=None, help=f"default {' '.join(DEFAULT_MODELS)}")
-    parser.add_argument("--pa-schemes", nargs="+", type=parse_scheme, default=None, help="PA MxN (default 2x1 4x5)")
-    parser.add_argument("--abc-schemes", nargs="+", type=parse_scheme, default=None, help="ABC MxN (default 1x1)")
+    add_model_args(parser, NAME, DEFAULT_MODELS, "2x1 4x5")
     parser.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (default 1 8)")
-    parser.add_argument("--image-size", type=int, default=None, help="default 224 (quick: 32)")
     parser.add_argument("--strategy", default="auto", choices=["auto", "bit-serial"], help="patvm's strategy")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="where models and modules are built (kept and reused; default: a temporary folder)")
-    parser.add_argument("--from-json", type=Path, default=None,
-                        help=f"only rewrite {NAME}.md and {NAME}.png in --out from this {NAME}.json (no measuring)")
     args = parser.parse_args(argv)
     if args.from_json is not None:
         return common.rewrite_outputs(args.from_json, args.out, NAME, markdown, plot)
-    q = args.quick
-    args.models = args.models or (["pa-resnet18"] if q else DEFAULT_MODELS)
-    args.pa_schemes = args.pa_schemes or ([(2, 1)] if q else [(2, 1), (4, 5)])
-    args.abc_schemes = args.abc_schemes or [(1, 1)]
-    args.batch = args.batch or ([1] if q else [1, 8])
-    args.image_size = args.image_size or (32 if q else 224)
-    args.variants = variants(args)
+    settle_model_args(args, DEFAULT_MODELS, [(2, 1), (4, 5)])
+    args.batch = args.batch or ([1] if args.quick else [1, 8])
 
     if args.worker is not None:
         common.write_json(args.part, worker(args))
@@ -284,9 +302,7 @@ def main(argv=None) -> int:
         work = args.work_dir.resolve()
         work.mkdir(parents=True, exist_ok=True)
     try:
-        extra = ["--models", *args.models, "--pa-schemes", *[f"{m}x{n}" for m, n in args.pa_schemes],
-                 "--abc-schemes", *[f"{m}x{n}" for m, n in args.abc_schemes], "--batch", *map(str, args.batch),
-                 "--image-size", str(args.image_size), "--strategy", args.strategy, "--seed", str(args.seed),
+        extra = [*model_args_for_worker(args), "--batch", *map(str, args.batch), "--strategy", args.strategy,
                  "--work-dir", str(work)]
         raw = common.run_workers(Path(__file__).resolve(), args.threads, common.worker_passthrough(args, extra), NAME)
     finally:

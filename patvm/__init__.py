@@ -14,7 +14,9 @@ def compile(model, target="host", tuning_db=None, strategy="auto"):  # noqa: A00
     """Compile an ONNX PA model (path or ModelProto) for `target`; returns a CompiledModel.
 
     strategy "auto" picks bit-serial or dequantized fp32 per layer (see patvm.compiler.strategy);
-    "bit-serial" lowers every exact match; "fp32" is TVM's plain fp32 build of the same graph."""
+    "bit-serial" lowers every exact match; "fp32" is TVM's plain fp32 build of the same graph.
+    tuning_db: a `patvm tune` database folder; None uses the database shipped in schedules/ for this
+    target when there is one; False uses none (hand schedules only). `.schedules` says which applied."""
     from patvm.compiler.pipeline import compile_model
     return compile_model(model, target=target, tuning_db=tuning_db, strategy=strategy)
 

@@ -30,7 +30,8 @@ def cmd_stats(args) -> None:
 
 def cmd_compile(args) -> None:
     import patvm
-    compiled = patvm.compile(args.model, target=args.target, tuning_db=args.tuning_db, strategy=args.strategy)
+    tuning_db = False if args.no_tuning_db else args.tuning_db
+    compiled = patvm.compile(args.model, target=args.target, tuning_db=tuning_db, strategy=args.strategy)
     compiled.export(args.output)
     if args.report:
         print(compiled.report())
@@ -122,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="compile a PA-ONNX model to a shared library")
     c.add_argument("model")
     c.add_argument("--target", default="host")
-    c.add_argument("--tuning-db", default=None)
+    databases = c.add_mutually_exclusive_group()
+    databases.add_argument("--tuning-db", default=None, metavar="DIR",
+                           help="a tuning database folder (default: the one in schedules/ made for this target, if any)")
+    databases.add_argument("--no-tuning-db", action="store_true",
+                           help="no tuning database, not even a shipped one: patvm's hand schedules only")
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--report", action="store_true")
     c.add_argument("--strategy", default="auto", choices=["auto", "bit-serial", "fp32"],

@@ -20,7 +20,8 @@ SIDECAR_SUFFIX = ".json"
 
 class CompiledModel:
     def __init__(self, module, target_name: str, family: str, inputs: list[dict], layers: list[dict],
-                 cross_compiler: str | None = None, compile_seconds: float | None = None):
+                 cross_compiler: str | None = None, compile_seconds: float | None = None,
+                 schedules: dict | None = None):
         self.module = module                  # tvm Executable (fresh build) or runtime Module (loaded)
         self.target_name = target_name
         self.family = family
@@ -28,6 +29,8 @@ class CompiledModel:
         self.layers = layers                  # LayerReport dicts
         self.cross_compiler = cross_compiler
         self.compile_seconds = compile_seconds
+        # {"database": folder or None, "shipped": bool, "kernels": n, "tuned": [kernel names]}
+        self.schedules = schedules or {}
         self._local = threading.local()       # one VM per thread: a VM is not thread-safe
 
     # ---- running
@@ -102,7 +105,7 @@ class CompiledModel:
             except Exception as exc:  # noqa: BLE001 - a missing cross compiler, a full disk, ...
                 raise PatvmError(f"cannot export {path}: {str(exc).strip().splitlines()[-1][:200]}") from exc
         meta = {"format": "patvm-module-1", "target": self.target_name, "family": self.family,
-                "inputs": self.inputs, "layers": self.layers}
+                "inputs": self.inputs, "layers": self.layers, "schedules": self.schedules}
         atomic_write_bytes(path + SIDECAR_SUFFIX, json.dumps(meta, indent=1).encode())
 
     # ---- report
@@ -124,7 +127,19 @@ class CompiledModel:
         rows.append(f"{len(binary)} of {len(self.layers)} conv/dense layers bit-serial; packed binary weights "
                     f"{self.module_weight_bytes() / 1e6:.2f} MB vs "
                     f"{sum(la.get('fp32_weight_bytes') or 0 for la in binary) / 1e6:.2f} MB as fp32")
+        rows.append(self.schedules_line())
         return "\n".join(rows)
+
+    def schedules_line(self) -> str:
+        s = self.schedules
+        if "kernels" not in s:
+            return "schedules: not recorded (a module exported before patvm recorded them)"
+        if not s.get("database"):
+            return f"schedules: {s['kernels']} kernels, all hand-scheduled (no tuning database)"
+        origin = "shipped for this target" if s.get("shipped") else "given"
+        rest = ", the others hand-scheduled" if len(s["tuned"]) < s["kernels"] else ""
+        return (f"schedules: {len(s['tuned'])} of {s['kernels']} kernels from the tuning database {s['database']} "
+                f"({origin}){rest}")
 
 
 def _to_numpy(result) -> list[np.ndarray]:
@@ -154,7 +169,8 @@ def load_module(path: str | os.PathLike) -> CompiledModel:
         module = tvm.runtime.load_module(os.path.abspath(path))
     except Exception as exc:  # noqa: BLE001 - TVM raises its own error types for unloadable files
         raise PatvmError(f"cannot load {path}: {str(exc).strip().splitlines()[-1][:200]}") from exc
-    return CompiledModel(module, meta["target"], meta["family"], meta["inputs"], meta["layers"])
+    return CompiledModel(module, meta["target"], meta["family"], meta["inputs"], meta["layers"],
+                         schedules=meta.get("schedules"))
 
 
 def module_source(module, fmt: str = "asm") -> str:

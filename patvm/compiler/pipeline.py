@@ -33,20 +33,31 @@ def frontend(model_or_path, policy: StrategyPolicy | None = None):
 
 def compile_model(model_or_path, target="host", tuning_db=None, strategy="auto") -> CompiledModel:
     """strategy: "auto" (per layer: measured choices from the tuning database, else the target's
-    M*N crossover), "bit-serial" (every exact match) or "fp32" (no lowering: TVM's fp32 build)."""
+    M*N crossover), "bit-serial" (every exact match) or "fp32" (no lowering: TVM's fp32 build).
+    tuning_db: a tuning database folder; None: the one shipped in schedules/ for this target, if any;
+    False: none (patvm's hand schedules only)."""
     start = time.perf_counter()
     spec = resolve_target(target)
-    database, measured = None, None
-    if tuning_db is not None:
-        from patvm.tuning.database import WORKLOAD_FILE, open_database
-        measured = read_strategies(tuning_db)
-        # a folder may hold only measured strategies (patvm tune --measure-strategies --trials 0)
-        if measured is None or os.path.exists(os.path.join(os.fspath(tuning_db), WORKLOAD_FILE)):
-            database = open_database(tuning_db, target=spec)
+    database, measured, source = open_tuning(spec, tuning_db)
     mod, reports, inputs = frontend(model_or_path, default_policy(spec, strategy, measured))
     mod = prepare(mod, spec)
-    executable = build(mod, spec, database)
+    executable, schedules = build(mod, spec, database)
     return CompiledModel(executable, spec.name, spec.family,
                          [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs],
                          layer_dicts(reports), cross_compiler=spec.cross_compiler,
-                         compile_seconds=time.perf_counter() - start)
+                         compile_seconds=time.perf_counter() - start, schedules={**source, **schedules})
+
+
+def open_tuning(spec, tuning_db):
+    """(MetaSchedule database or None, measured strategies or None, {"database": folder, "shipped": bool})."""
+    from patvm.tuning import database as dbmod
+    shipped = tuning_db is None
+    folder = dbmod.shipped_schedules(spec) if shipped else (tuning_db or None)
+    if folder is None:
+        return None, None, {"database": None, "shipped": False}
+    measured = read_strategies(folder)
+    database = None
+    # a folder may hold only measured strategies (patvm tune --measure-strategies --trials 0)
+    if measured is None or os.path.exists(os.path.join(os.fspath(folder), dbmod.WORKLOAD_FILE)):
+        database = dbmod.open_shipped(folder, spec) if shipped else dbmod.open_database(folder, target=spec)
+    return database, measured, {"database": os.fspath(folder), "shipped": shipped}

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -42,6 +43,7 @@ from patvm.files import atomic_write_bytes
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 META_FILE = "patvm-tuning.json"
+SCHEDULES_DIR = Path(__file__).resolve().parents[2] / "schedules"   # the databases shipped with patvm
 LOCK_FILE = ".lock"
 QUARANTINE_DIR = "quarantine"
 META_FORMAT = "patvm-tuning-1"
@@ -305,6 +307,28 @@ def open_database(path, target=None):
     return _memory_database(loaded, list(loaded.best_per_workload().values()))
 
 
+def shipped_schedules(target) -> Path | None:
+    """The database under schedules/ that was tuned for this target's code generation (kind, CPU,
+    triple, features; see `target_key`), or None. Used by `patvm compile` when no --tuning-db is given."""
+    want = target_key(target)
+    for record_file in sorted(SCHEDULES_DIR.glob(f"*/{RECORD_FILE}")):
+        made_for = read_meta(record_file.parent).get("target")
+        if made_for and target_key(made_for) == want:
+            return record_file.parent
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def _open_unchanged(folder: str, stamp: tuple, target_json: str):
+    return open_database(folder, target=json.loads(target_json))
+
+
+def open_shipped(folder: Path, target):
+    """open_database for a shipped folder, validated once per process while its files are unchanged."""
+    stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in database_paths(folder))
+    return _open_unchanged(str(folder), stamp, json.dumps(target_key(target), sort_keys=True))
+
+
 # ---------------------------------------------------------------- targets
 
 
@@ -520,4 +544,14 @@ def export_best(source, destination) -> dict:
         dst_meta["exported"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         dst_meta["tasks"] = {k: v for k, v in dst_meta["tasks"].items() if k in {workloads[i][0] for i in used}}
         write_meta(destination, dst_meta)
+        _export_strategies(source, destination)
         return {"workloads": len(used), "updated": updated}
+
+
+def _export_strategies(source: Path, destination: Path) -> None:
+    """The measured per-layer strategies go with the records: they decide which kernels a build has."""
+    from patvm.compiler.strategy import STRATEGY_FILE, read_strategies
+    measured = read_strategies(source)
+    if measured:
+        merged = {**(read_strategies(destination) or {}), **measured}
+        atomic_write_bytes(destination / STRATEGY_FILE, json.dumps(merged, indent=1, sort_keys=True).encode())

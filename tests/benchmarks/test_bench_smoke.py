@@ -73,6 +73,23 @@ def test_models_quick(tmp_path):
     assert size["patvm_so_bytes"] > 0 and size["fp32_onnx_bytes"] > 0 and size["patvm_compile_seconds"] > 0
 
 
+def test_tuned_quick(tmp_path):
+    """tuned.py: tunes the pooling kernels of a 32x32 pa-resnet18 (2,1) and its twin (1 trial), then times
+    the untuned and tuned builds; every tuned build says how many kernels found a record."""
+    run_script("tuned", tmp_path, "--threads", "1", "--work-dir", str(tmp_path / "work"))
+    data = check_outputs(tmp_path, "tuned")
+    (row,) = data["rows"]
+    assert row["variant"] == "pa-resnet18-2x1" and row["threads"] == 1
+    for key in ("untuned_ms", "tuned_ms", "ort_fp32_ms", "tvm_fp32_ms", "tvm_fp32_tuned_ms"):
+        assert row[key]["median"] > 0, key
+    assert max(row["rel_error"].values()) < 1e-2
+    tuned, kernels = map(int, row["tuned_kernels"].split("/"))
+    assert tuned >= 1 and kernels > tuned                  # the pooling kernel, not the others (--only pool)
+    assert set(data["tune_reports"]) == {"pa-resnet18-2x1", "resnet18 (twin)"}
+    searched = [t["name"] for report in data["tune_reports"].values() for t in report["tasks"] if t["trials"]]
+    assert searched and all("pool" in name for name in searched)
+
+
 def test_compare_two_modules(tmp_path):
     """compare.py on the same tiny layer compiled twice: identical outputs, a ratio printed."""
     import numpy as np

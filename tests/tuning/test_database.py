@@ -224,6 +224,21 @@ def test_export_best_keeps_one_record_per_workload_and_merges(valid_db, kernels,
     assert meta["format"] == dbmod.META_FORMAT and "tvm" in meta
 
 
+def test_export_best_takes_the_measured_strategies_along(db_copy, kernels, tmp_path):
+    """The measured per-layer choices decide which kernels a build has, so they travel with the records
+    (merged: a newer measurement of a workload replaces the older one, other workloads are kept)."""
+    from patvm.compiler.strategy import STRATEGY_FILE, read_strategies
+    spec, _, tasks = kernels
+    out = tmp_path / "schedules" / "x86-test"
+    (db_copy / STRATEGY_FILE).write_text(json.dumps({"conv:a": {"strategy": "fp32"}, "conv:b": {"strategy": "fp32"}}))
+    dbmod.export_best(db_copy, out)
+    assert read_strategies(out) == read_strategies(db_copy)
+    newer = make_database(tmp_path / "newer", tasks[1:], spec, [[[1e-5]]])
+    (newer / STRATEGY_FILE).write_text(json.dumps({"conv:b": {"strategy": "bit-serial"}}))
+    dbmod.export_best(newer, out)
+    assert read_strategies(out) == {"conv:a": {"strategy": "fp32"}, "conv:b": {"strategy": "bit-serial"}}
+
+
 def test_export_refuses_an_empty_or_failed_database(kernels, tmp_path):
     spec, _, tasks = kernels
     failed = make_database(tmp_path / "failed", tasks[:1], spec, [[[1e10]]])

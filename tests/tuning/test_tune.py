@@ -209,3 +209,31 @@ def test_export_best_from_the_cli(tuned, tmp_path, capsys):
 def test_another_target_needs_another_folder(tuned, capsys):
     code, _, err = cli(capsys, "tune", tuned.model_path, "--db", tuned.db, "--target", "x86-avx2", "--trials", 1)
     assert code == 2 and "use another --db folder per target" in err
+
+
+def test_shipped_schedules_apply_when_the_target_matches(tuned, tmp_path, monkeypatch, capsys):
+    """A database under schedules/ made for this target is used without --tuning-db (every kernel finds
+    its record, the report says so); another target, or --no-tuning-db, builds with hand schedules."""
+    import patvm
+    schedules = tmp_path / "schedules"
+    dbmod.export_best(tuned.db, schedules / "this-cpu")
+    monkeypatch.setattr(dbmod, "SCHEDULES_DIR", schedules)
+
+    shipped = patvm.compile(tuned.model, target="host", strategy="bit-serial")
+    assert shipped.schedules["database"] == str(schedules / "this-cpu") and shipped.schedules["shipped"]
+    assert shipped.schedules["kernels"] == 2 and len(shipped.schedules["tuned"]) == 2
+    assert f"2 of 2 kernels from the tuning database {schedules / 'this-cpu'} (shipped" in shipped.report()
+
+    hand = patvm.compile(tuned.model, target="host", strategy="bit-serial", tuning_db=False)
+    assert hand.schedules == {"database": None, "shipped": False, "kernels": 2, "tuned": []}
+    np.testing.assert_array_equal(shipped.run(tuned.x)[0], hand.run(tuned.x)[0])
+    other_cpu = patvm.compile(tuned.model, target={"kind": "llvm", "mcpu": "haswell"}, strategy="bit-serial")
+    assert other_cpu.schedules["database"] is None
+
+    out = tmp_path / "m.so"
+    code, stdout, err = cli(capsys, "compile", tuned.model_path, "--strategy", "bit-serial", "--report", "-o", out)
+    assert code == 0 and "2 of 2 kernels" in stdout, err
+    assert patvm.load(out).schedules["tuned"] == shipped.schedules["tuned"]
+    code, stdout, err = cli(capsys, "compile", tuned.model_path, "--strategy", "bit-serial", "--report",
+                            "--no-tuning-db", "-o", out)
+    assert code == 0 and "all hand-scheduled" in stdout, err
