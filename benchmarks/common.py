@@ -180,8 +180,9 @@ def ort_session(model_or_path, threads: int):
     opts.log_severity_level = 3
     # round-robin timing: onnxruntime's idle worker threads spin-wait by default and take the core the next
     # executor's parallel section needs (at 2 threads on 2 cores TVM's fp32 1x1 layer measured 4.0 ms next
-    # to a spinning onnxruntime, 0.31 ms without). Cost: onnxruntime's own sub-millisecond layers lose
-    # ~0.1-0.2 ms of wake-up at 2 threads (0.13 -> 0.32 ms on that layer); 1 thread is unaffected.
+    # to a spinning onnxruntime, 0.31 ms without). Cost: onnxruntime's own threads then sleep between its
+    # parallel sections; on the 2-core VM its 3x3 layer took 2.86 ms at 2 threads against 2.51 ms at 1.
+    # 1 thread is unaffected either way; 2-thread comparisons need more cores than threads (README caveats).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     data = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else os.fspath(model_or_path)
     return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
@@ -323,7 +324,8 @@ def machine_markdown(machine: dict) -> str:
             f"TVM {v['apache-tvm']}, onnxruntime {v['onnxruntime']}, numpy {v['numpy']}, {v['gcc'] or 'no gcc'}; "
             f"patvm {machine.get('git_commit')}{' (uncommitted changes)' if machine.get('git_dirty') else ''}; "
             f"{machine['date']}; load average at start {', '.join(f'{x:.2f}' for x in load) if load else '?'}.\n"
-            f"Command: `{machine['command']}`\n")
+            f"Command: `{machine['command']}`\n"
+            + (f"\n{machine['note']}\n" if machine.get("note") else ""))
 
 
 def write_outputs(out: Path, name: str, data: dict, markdown, plot) -> None:
