@@ -104,16 +104,17 @@ def worker(args) -> dict:
             checks[name] = common.rel_error(compiled.run(x)[0], want_fp32)
             timers.append(common.tvm_timer(name, compiled, x))
         for v in [v for v in args.variants if v["arch"] == arch]:
-            ort_pa = None
+            want_pa = None      # onnxruntime on the PA-ONNX, once the first build has written the file
             for suffix, tuning_db in (("", False), ("-tuned", db)):
                 paths = models.artifact_paths(work, v, arch, 1, size, seed, "auto", suffix)
                 name = f"patvm-{v['label']}{suffix}"
                 out["artifacts"][f"{arch}/{name}"] = models.ensure_artifact(
                     paths, lambda v=v: build_model(v["model"], M=v["M"], N=v["N"], seed=seed, image_size=size),
                     "auto", tag, name, tuning_db=tuning_db)
-                ort_pa = ort_pa or common.ort_session(paths["onnx"], t)
+                if want_pa is None:
+                    want_pa = common.ort_session(paths["onnx"], t).run(None, {"input": x})[0]
                 compiled = patvm.load(paths["so"])
-                checks[name] = common.rel_error(compiled.run(x)[0], ort_pa.run(None, {"input": x})[0])
+                checks[name] = common.rel_error(compiled.run(x)[0], want_pa)
                 timers.append(common.tvm_timer(name, compiled, x))
             members.append(v["label"])
         common.progress(f"{arch}: timing {len(timers)} executors round-robin", tag)

@@ -45,24 +45,24 @@ def apply_tuning_database(mod: tvm.IRModule, spec: TargetSpec, database) -> tvm.
         return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
 
 
+def is_scheduled(func) -> bool:
+    """Whether a PrimFunc is already scheduled: MetaScheduleApplyDatabase marks those it found a record for."""
+    return bool(func.attrs is not None and func.attrs.get("tirx.is_scheduled", False))
+
+
 def kernel_names(mod: tvm.IRModule, scheduled: bool | None = None) -> list[str]:
-    """The module's PrimFuncs; scheduled=True: only those already scheduled (found in a tuning database)."""
-    names = []
-    for gv, func in mod.functions_items():
-        if isinstance(func, tvm.tirx.PrimFunc):
-            is_scheduled = bool(func.attrs and func.attrs.get("tirx.is_scheduled", False))
-            if scheduled is None or scheduled == is_scheduled:
-                names.append(gv.name_hint)
-    return sorted(names)
+    """The module's PrimFuncs; scheduled=True / False: only those already scheduled / not yet."""
+    return sorted(gv.name_hint for gv, func in mod.functions_items()
+                  if isinstance(func, tvm.tirx.PrimFunc) and scheduled in (None, is_scheduled(func)))
 
 
 def build(mod: tvm.IRModule, spec: TargetSpec, database=None):
     """Prepared module -> (tvm Executable, {"kernels": n, "tuned": [names]}). Tuned records first, then
     the hand schedules; "tuned" names the kernels whose record the database held (checked, not assumed)."""
-    kernels = kernel_names(mod)
+    schedules = {"kernels": len(kernel_names(mod)), "tuned": []}
     if database is not None:
         mod = apply_tuning_database(mod, spec, database)
-    schedules = {"kernels": len(kernels), "tuned": kernel_names(mod, scheduled=True) if database is not None else []}
+        schedules["tuned"] = kernel_names(mod, scheduled=True)
     with spec.tvm_target():  # also for tvm.compile: nvcc must build for the preset's arch, not the local GPU
         mod = schedule_pass(spec.family)(mod)
         return tvm.compile(mod, target=spec.tvm_target()), schedules

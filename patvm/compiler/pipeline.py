@@ -59,5 +59,5 @@ def open_tuning(spec, tuning_db):
     database = None
     # a folder may hold only measured strategies (patvm tune --measure-strategies --trials 0)
     if measured is None or os.path.exists(os.path.join(os.fspath(folder), dbmod.WORKLOAD_FILE)):
-        database = dbmod.open_shipped(folder, spec) if shipped else dbmod.open_database(folder, target=spec)
+        database = dbmod.open_database_once(folder, spec)
     return database, measured, {"database": os.fspath(folder), "shipped": shipped}

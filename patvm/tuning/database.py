@@ -323,10 +323,11 @@ def _open_unchanged(folder: str, stamp: tuple, target_json: str):
     return open_database(folder, target=json.loads(target_json))
 
 
-def open_shipped(folder: Path, target):
-    """open_database for a shipped folder, validated once per process while its files are unchanged."""
-    stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in database_paths(folder))
-    return _open_unchanged(str(folder), stamp, json.dumps(target_key(target), sort_keys=True))
+def open_database_once(folder, target):
+    """open_database(folder, target=...), validated once per process while the folder's files are unchanged
+    (a rewrite by `patvm tune` or `--repair` changes their size or time, so they are read again)."""
+    stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() else None for p in database_paths(folder))
+    return _open_unchanged(os.fspath(folder), stamp, json.dumps(target_key(target), sort_keys=True))
 
 
 # ---------------------------------------------------------------- targets

@@ -44,11 +44,13 @@ def extract_tasks(mod, spec: TargetSpec) -> list[TuningTask]:
     """One task per distinct unscheduled PrimFunc of a prepared module, in module order."""
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
+
+    from patvm.compiler.build import is_scheduled
     tasks = []
     for task in ms.relax_integration.extract_tasks(mod, spec.tvm_target()):
         task_mod = task.dispatched[0]
         func = task_mod["main"]
-        if func.attrs is not None and func.attrs.get("tirx.is_scheduled", False):
+        if is_scheduled(func):
             continue
         tasks.append(TuningTask(str(task.task_name), int(task.weight), task_mod,
                                 str(tvm_ffi.structural_hash(task_mod))))

@@ -83,13 +83,12 @@ def test_records_apply_to_the_prepared_module(valid_db, kernels):
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    from patvm.compiler.build import apply_tuning_database
+    from patvm.compiler.build import apply_tuning_database, is_scheduled
     spec, mod, _ = kernels
 
     def scheduled(database):
         out = apply_tuning_database(mod, spec, database)
-        return {gv.name_hint: bool(f.attrs and f.attrs.get("tirx.is_scheduled", False))
-                for gv, f in out.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+        return {gv.name_hint: is_scheduled(f) for gv, f in out.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
 
     assert not any(scheduled(ms.database.MemoryDatabase()).values())       # control: nothing found
     found = scheduled(dbmod.open_database(valid_db))

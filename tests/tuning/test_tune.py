@@ -144,18 +144,15 @@ def test_rerun_with_nothing_left_measures_nothing(tuned):
 def test_records_are_applied_at_build_time(tuned):
     """Every kernel of the module `patvm compile` builds finds its record (MetaScheduleApplyDatabase marks
     it scheduled before the hand schedules run), in this process, from the files another process wrote."""
-    import tvm
-
-    from patvm.compiler.build import apply_tuning_database
+    from patvm.compiler.build import apply_tuning_database, kernel_names
     from patvm.targets import resolve_target
     from patvm.tuning.tasks import prepared_module
     spec = resolve_target("host")
     mod = prepared_module(tuned.model, spec, "bit-serial")
     database = dbmod.open_database(tuned.db, target=spec)
     out = apply_tuning_database(mod, spec, database)
-    funcs = {gv.name_hint: f for gv, f in out.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
-    assert len(funcs) == 2
-    missing = [name for name, f in funcs.items() if not (f.attrs and f.attrs.get("tirx.is_scheduled", False))]
+    assert len(kernel_names(out)) == 2
+    missing = kernel_names(out, scheduled=False)
     assert missing == [], f"no tuning record found for {missing}"
 
 
