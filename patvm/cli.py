@@ -5,12 +5,14 @@ User errors (`PatvmError`) print one line and exit 2; Ctrl-C exits 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
 import numpy as np
 
 from patvm.errors import PatvmError
+from patvm.native_output import native_stderr_captured
 
 
 def cmd_zoo(args) -> None:
@@ -96,15 +98,17 @@ def cmd_rpc(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="patvm", description="Compile PA / ABC-Net multiple-binary CNNs with TVM.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="also show TVM's own log lines (warnings)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="build PA-ResNet18 from the zoo, compile it, check it, time it")
+    d = sub.add_parser("demo", parents=[common], help="build PA-ResNet18 from the zoo, compile it, check it, time it")
     d.add_argument("--M", type=int, default=2)
     d.add_argument("--N", type=int, default=1)
     d.add_argument("--image-size", type=int, default=224)
     d.set_defaults(func=cmd_demo)
 
-    z = sub.add_parser("zoo", help="write a zoo model as PA-ONNX")
+    z = sub.add_parser("zoo", parents=[common], help="write a zoo model as PA-ONNX")
     z.add_argument("name")
     z.add_argument("--M", type=int, default=4, help="weight pieces (PA: even >= 2; ABC: bases >= 1)")
     z.add_argument("--N", type=int, default=5, help="activation pieces / bases (>= 1)")
@@ -115,12 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("-o", "--output", required=True)
     z.set_defaults(func=cmd_zoo)
 
-    s = sub.add_parser("stats", help="memory and operation counts (the paper's sec. 4.6.1 rules)")
+    s = sub.add_parser("stats", parents=[common], help="memory and operation counts (the paper's sec. 4.6.1 rules)")
     s.add_argument("model")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_stats)
 
-    c = sub.add_parser("compile", help="compile a PA-ONNX model to a shared library")
+    c = sub.add_parser("compile", parents=[common], help="compile a PA-ONNX model to a shared library")
     c.add_argument("model")
     c.add_argument("--target", default="host")
     databases = c.add_mutually_exclusive_group()
@@ -134,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-layer choice (auto), every exact match bit-serial, or TVM's fp32 build")
     c.set_defaults(func=cmd_compile)
 
-    r = sub.add_parser("run", help="run a compiled module (.so) or an ONNX model on an input .npy")
+    r = sub.add_parser("run", parents=[common], help="run a compiled module (.so) or an ONNX model on an input .npy")
     r.add_argument("model")
     r.add_argument("--input", required=True)
     r.add_argument("-o", "--output")
@@ -144,11 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--strategy", default="auto", choices=["auto", "bit-serial", "fp32"])
     r.set_defaults(func=cmd_run)
 
-    t = sub.add_parser("targets", help="list the target presets")
+    t = sub.add_parser("targets", parents=[common], help="list the target presets")
     t.set_defaults(func=cmd_targets)
 
-    dp = sub.add_parser("deploy", help="a folder for an aarch64 board: module, C++ runner, runtime, README; "
-                                       "optionally cross-build the runner and run it here under qemu")
+    dp = sub.add_parser("deploy", parents=[common],
+                        help="a folder for an aarch64 board: module, C++ runner, runtime, README; "
+                             "optionally cross-build the runner and run it here under qemu")
     dp.add_argument("model", nargs="?", help="PA-ONNX model, or a .so exported for an ARM target")
     dp.add_argument("--target", default=None, help="ARM preset (default arm-a72; a .so keeps its own)")
     dp.add_argument("-o", "--output", help="the folder to write")
@@ -164,13 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     dp.set_defaults(func=cmd_deploy)
 
     from patvm.tuning.command import RPC_HELP, TUNE_HELP, add_rpc_arguments, add_tune_arguments
-    tu = sub.add_parser("tune", help=TUNE_HELP, description=TUNE_HELP)
+    tu = sub.add_parser("tune", parents=[common], help=TUNE_HELP, description=TUNE_HELP)
     add_tune_arguments(tu)
     tu.set_defaults(func=cmd_tune)
 
-    rp = sub.add_parser("rpc", help=RPC_HELP)
+    rp = sub.add_parser("rpc", help=RPC_HELP)   # a server: its log is its output
     add_rpc_arguments(rp)
-    rp.set_defaults(func=cmd_rpc)
+    rp.set_defaults(func=cmd_rpc, verbose=True)
     return p
 
 
@@ -185,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     default_thread_count()
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with contextlib.nullcontext() if args.verbose else native_stderr_captured():
+            args.func(args)
     except PatvmError as exc:
         print(f"patvm: error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from patvm.compiler.fuse_packing import fuse_pack_into_epilogue
 from patvm.compiler.legalize import NAN_KEEPING_LEGALIZATIONS
 from patvm.compiler.schedules import schedule_pass
 from patvm.targets import TargetSpec
+from patvm.tensor_intrinsics import cpu_tensor_intrinsics
 
 
 def prepare_passes(spec: TargetSpec) -> list:
@@ -40,8 +41,8 @@ def prepare(mod: tvm.IRModule, spec: TargetSpec) -> tvm.IRModule:
 
 
 def apply_tuning_database(mod: tvm.IRModule, spec: TargetSpec, database) -> tvm.IRModule:
-    from tvm.s_tir import meta_schedule as ms
-    with spec.tvm_target(), database:
+    target = spec.tvm_target()
+    with target, database, cpu_tensor_intrinsics(target):   # a record's trace may tensorize (VNNI)
         return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
 
 

@@ -12,12 +12,14 @@ ONNX checker or the protobuf parser misbehave reaches them. The checks, in order
   inputs      concrete input dims >= 0 and <= 2**31 elements
   external    location relative, inside the model's folder after realpath (no .., no symlink escape),
               an existing regular file long enough for offset + the tensor's bytes; only then loaded
-  ai.patvm    only PAQuantize; its function (if shipped) is patvm's own; its thresholds and levels are
-              float32 initializers (not graph inputs) forming a valid staircase
+  ai.patvm    only PAQuantize; its thresholds and levels are float32 initializers (not graph inputs)
+              forming a valid staircase; its function (if shipped) computes the definition on every
+              node's tables (run in onnxruntime on a probe: `function_check`)
   checker     onnx.checker.check_model(full_check=True), its first line reported
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import stat
@@ -31,6 +33,7 @@ from onnx.external_data_helper import load_external_data_for_tensor
 from patvm.approx.staircase import validate_staircase
 from patvm.errors import ModelError, PatvmError
 from patvm.onnx_format import paquantize
+from patvm.onnx_format.function_check import QuantizerUse, function_problem
 
 MAX_FILE_BYTES = 2 * 1024**3
 MAX_ELEMENTS = 2**31
@@ -106,8 +109,7 @@ def check_model_proto(model: onnx.ModelProto, source: _Source) -> None:
     external = check_tensors(model, source)
     check_graph_input_shapes(model.graph, source)
     load_checked_external_data(external, source)
-    check_patvm_functions(model, source)
-    check_patvm_nodes(model, source)
+    check_patvm_functions(model, check_patvm_nodes(model, source), source)
     run_onnx_checker(model, source)
 
 
@@ -441,16 +443,29 @@ def run_onnx_checker(model: onnx.ModelProto, source: _Source) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- ai.patvm
-def check_patvm_functions(model: onnx.ModelProto, source: _Source) -> None:
-    """A shipped ai.patvm function must be patvm's own PAQuantize: onnxruntime runs it, patvm does not."""
+def check_patvm_functions(model: onnx.ModelProto, uses: list[QuantizerUse], source: _Source) -> None:
+    """A shipped ai.patvm function must be PAQuantize and compute its definition: onnxruntime runs it,
+    patvm does not (`patvm.onnx_format.function_check`)."""
     for function in model.functions:
         if function.domain != paquantize.DOMAIN:
             continue
         source.require(function.name == paquantize.OP_TYPE,
                        f"model-local function '{paquantize.DOMAIN}::{one_line(function.name)}' is not a patvm op")
-        source.require(same_function_body(function, paquantize.paquantize_function()),
-                       f"the model's {paquantize.DOMAIN}::{paquantize.OP_TYPE} function differs from patvm's, "
-                       "so onnxruntime would compute something else than patvm")
+        if not same_function_body(function, paquantize.paquantize_function()):
+            problem = function_problem(model, with_input_ranks(model, uses))
+            source.require(problem is None, problem or "")
+
+
+def with_input_ranks(model: onnx.ModelProto, uses: list[QuantizerUse]) -> list[QuantizerUse]:
+    """`uses` with the rank of each node's input, where ONNX shape inference can tell it."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # noqa: BLE001 - an unknown rank is probed at several ranks instead
+        return uses
+    ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
+             for vi in [*inferred.input, *inferred.value_info, *inferred.output]
+             if vi.type.tensor_type.HasField("shape")}
+    return [dataclasses.replace(use, rank=ranks.get(use.input_name)) for use in uses]
 
 
 def same_function_body(a: onnx.FunctionProto, b: onnx.FunctionProto) -> bool:
@@ -467,27 +482,31 @@ def _without_docs(f: onnx.FunctionProto) -> onnx.FunctionProto:
     return copy
 
 
-def check_patvm_nodes(model: onnx.ModelProto, source: _Source) -> None:
+def check_patvm_nodes(model: onnx.ModelProto, source: _Source) -> list[QuantizerUse]:
+    """Every PAQuantize node's tables checked; returns the nodes with their tables."""
     for function in model.functions:
         for node in function.node:
             source.require(node.domain != paquantize.DOMAIN,
                            f"function '{one_line(function.name)}' uses {paquantize.DOMAIN}::{one_line(node.op_type)} "
                            "inside a function, where its tables cannot be initializers")
-    _check_patvm_nodes_in(model.graph, {}, set(), source)
+    uses: list[QuantizerUse] = []
+    _check_patvm_nodes_in(model.graph, {}, set(), source, uses)
+    return uses
 
 
-def _check_patvm_nodes_in(graph: onnx.GraphProto, outer_inits: dict, outer_inputs: set, source: _Source) -> None:
+def _check_patvm_nodes_in(graph: onnx.GraphProto, outer_inits: dict, outer_inputs: set, source: _Source,
+                          uses: list[QuantizerUse]) -> None:
     inits = {**outer_inits, **{t.name: t for t in graph.initializer}}
     inputs = outer_inputs | {vi.name for vi in graph.input}
     for node in graph.node:
         if node.domain == paquantize.DOMAIN:
-            check_paquantize_node(node, inits, inputs, source)
+            uses.append(check_paquantize_node(node, inits, inputs, source))
         for attr in node.attribute:
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                _check_patvm_nodes_in(sub, inits, inputs, source)
+                _check_patvm_nodes_in(sub, inits, inputs, source, uses)
 
 
-def check_paquantize_node(node: onnx.NodeProto, inits: dict, graph_inputs: set, source: _Source) -> None:
+def check_paquantize_node(node: onnx.NodeProto, inits: dict, graph_inputs: set, source: _Source) -> QuantizerUse:
     where = f"PAQuantize node '{one_line(node.name or (node.output[0] if node.output else '?'), 80)}'"
     source.require(node.op_type == paquantize.OP_TYPE,
                    f"node '{one_line(node.name)}' uses unknown op {paquantize.DOMAIN}::{one_line(node.op_type)}")
@@ -500,6 +519,7 @@ def check_paquantize_node(node: onnx.NodeProto, inits: dict, graph_inputs: set, 
         validate_staircase(tables[0], tables[1], where=where)
     except PatvmError as exc:
         raise source.fail(str(exc)) from None
+    return QuantizerUse(where, node.input[0], *tables, rank=None)
 
 
 def paquantize_table(name: str, role: str, where: str, inits: dict, graph_inputs: set, source: _Source) -> np.ndarray:

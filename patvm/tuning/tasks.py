@@ -46,8 +46,12 @@ def extract_tasks(mod, spec: TargetSpec) -> list[TuningTask]:
     from tvm.s_tir import meta_schedule as ms
 
     from patvm.compiler.build import is_scheduled
+    from patvm.tensor_intrinsics import cpu_tensor_intrinsics
     tasks = []
-    for task in ms.relax_integration.extract_tasks(mod, spec.tvm_target()):
+    target = spec.tvm_target()
+    with cpu_tensor_intrinsics(target):
+        extracted = ms.relax_integration.extract_tasks(mod, target)
+    for task in extracted:
         task_mod = task.dispatched[0]
         func = task_mod["main"]
         if is_scheduled(func):

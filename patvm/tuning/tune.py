@@ -30,7 +30,8 @@ from patvm.targets import TargetSpec, resolve_target
 from patvm.tuning import database as dbmod
 from patvm.tuning.progress import Progress, format_elapsed, format_ms
 from patvm.tuning.tasks import TuningTask, extract_tasks, hand_schedule, prepared_module
-from patvm.tuning.workers import build_module, needs_tensor_intrinsics, skip_tensor_intrinsics
+from patvm.tensor_intrinsics import cpu_tensor_intrinsics, needs_tensor_intrinsics
+from patvm.tuning.workers import build_module
 
 LOG_DIR = "logs"
 LOG_FILE = "tune.log"
@@ -450,9 +451,8 @@ def tune_model(model, target="host", trials: int = 64, db="tuning", *, rpc_track
     tvm_target = spec.tvm_target()
     device = f"through RPC key '{rpc_key}' at {rpc_tracker}" if rpc_tracker else "on this machine"
     report = TuneReport(folder, spec.name, device)
-    skip_intrin = not needs_tensor_intrinsics(tvm_target)
 
-    with dbmod.locked(folder), skip_tensor_intrinsics(skip_intrin):
+    with dbmod.locked(folder), cpu_tensor_intrinsics(tvm_target):
         meta = dbmod.read_meta(folder)
         key = dbmod.target_key(spec.target)
         if meta.get("target") is not None and dbmod.target_key(meta["target"]) != key:
