@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from patvm.data import data_dir
 from patvm.errors import PatvmError
 
 TVM_VERSION = "0.27.0.post1"
@@ -38,7 +39,7 @@ QEMU = "qemu-aarch64"
 QEMU_SYSROOT = "/usr/aarch64-linux-gnu"
 RUNTIME_LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
 MANIFEST = "runtime.json"
-RUNNER_SOURCE = Path(__file__).resolve().parent.parent / "deploy" / "runner.cc"
+RUNNER_SOURCE = data_dir("deploy") / "runner.cc"
 CXXFLAGS = ("-std=c++17", "-O2")
 LDFLAGS = ("-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed", "-Wl,-rpath,$ORIGIN/lib",
            "-Wl,-rpath,$ORIGIN/../lib", "-ldl", "-lpthread")

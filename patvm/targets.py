@@ -11,9 +11,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from patvm.data import data_dir
 from patvm.errors import PatvmError
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "targets"
+PRESET_DIR = data_dir("targets")
 
 
 @dataclass(frozen=True)

@@ -37,13 +37,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from patvm.data import data_dir
 from patvm.errors import PatvmError
 from patvm.files import atomic_write_bytes
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 META_FILE = "patvm-tuning.json"
-SCHEDULES_DIR = Path(__file__).resolve().parents[2] / "schedules"   # the databases shipped with patvm
+SCHEDULES_DIR = data_dir("schedules")   # the databases shipped with patvm
 LOCK_FILE = ".lock"
 QUARANTINE_DIR = "quarantine"
 META_FORMAT = "patvm-tuning-1"
