@@ -9,6 +9,7 @@ import tvm
 from tvm import relax
 
 from patvm.compiler.fuse_packing import fuse_pack_into_epilogue
+from patvm.compiler.layout import blocked_layout_pass, conv2d_legalization
 from patvm.compiler.legalize import NAN_KEEPING_LEGALIZATIONS
 from patvm.compiler.schedules import schedule_pass
 from patvm.targets import TargetSpec
@@ -17,15 +18,18 @@ from patvm.tensor_intrinsics import cpu_tensor_intrinsics
 
 def prepare_passes(spec: TargetSpec) -> list:
     """Legalise and fuse: after these, each PrimFunc is one tuning task / one kernel."""
+    cpu = spec.family != "cuda"
     # the CUDA schedules expect the float output as the kernel's last block: packing stays a kernel there
-    fuse_packing = [] if spec.family == "cuda" else [fuse_pack_into_epilogue]
+    fuse_packing = [fuse_pack_into_epilogue] if cpu else []
+    legalizations = {**NAN_KEEPING_LEGALIZATIONS, **({"relax.nn.conv2d": conv2d_legalization()} if cpu else {})}
     return [
         relax.transform.DecomposeOpsForInference(),
         # BatchNorm decomposes to a tuple (out, mean, var); dropping the dead tuple lets FuseOps fold the
         # normalisation and the ReLU after it into the conv's epilogue
         relax.transform.CanonicalizeBindings(),
         relax.transform.DeadCodeElimination(),
-        relax.transform.LegalizeOps(NAN_KEEPING_LEGALIZATIONS),
+        *([blocked_layout_pass()] if cpu else []),
+        relax.transform.LegalizeOps(legalizations),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),

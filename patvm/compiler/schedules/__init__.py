@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from tvm.s_tir import dlight
 
-from patvm.compiler.schedules.cpu import BitSerialCPU, Conv2dNCHWCPU, GenericCPU, PackActivationCPU
+from patvm.compiler.schedules.cpu import BitSerialCPU, Conv2dBlockedCPU, Conv2dNCHWCPU, GenericCPU, PackActivationCPU
 
 
 def schedule_rules(family: str) -> list:
     if family == "cuda":
         from patvm.compiler.schedules.cuda import cuda_rules
         return cuda_rules()
-    return [BitSerialCPU(), PackActivationCPU(), Conv2dNCHWCPU(), GenericCPU()]
+    return [BitSerialCPU(), PackActivationCPU(), Conv2dBlockedCPU(), Conv2dNCHWCPU(), GenericCPU()]
 
 
 def schedule_pass(family: str):

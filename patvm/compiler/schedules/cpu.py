@@ -18,6 +18,9 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK
+from patvm.compiler.ops.conv2d_blocked import CONV_BLOCK as BLOCKED_CONV_BLOCK
+from patvm.compiler.ops.conv2d_blocked import PAD_BLOCK as BLOCKED_PAD_BLOCK
+from patvm.compiler.ops.conv2d_blocked import output_tile, vector_shape
 from patvm.compiler.ops.packing import PACK_BLOCK
 from patvm.compiler.schedules.common import block_names, inline_all_except, loop_extent
 
@@ -149,6 +152,50 @@ class PackActivationCPU(ScheduleRule):
         return sch
 
 
+class Conv2dBlockedCPU(ScheduleRule):
+    """fp32 conv2d in the blocked layout (patvm.compiler.ops.conv2d_blocked): per (n, output block, output
+    row), tiles of ow_tile pixels x one output block, accumulated in vector registers (output channels
+    vectorised, pixels unrolled) over input blocks, kernel rows and columns and the channels of a block;
+    the output block with the epilogue inlined runs right after its row, while the row is in cache."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        names = block_names(sch)
+        if BLOCKED_CONV_BLOCK not in names:
+            return None
+        last = names[-1]
+        inline_all_except(sch, {BLOCKED_PAD_BLOCK, BLOCKED_CONV_BLOCK, last})
+        cores = _cores(target)
+        if BLOCKED_PAD_BLOCK in block_names(sch):
+            _parallel_outer(sch, sch.get_sblock(BLOCKED_PAD_BLOCK), 3, cores)
+        conv = sch.get_sblock(BLOCKED_CONV_BLOCK)
+        n, ob, oh, ow, oi, rc, rh, rw, ri = sch.get_loops(conv)
+        lanes, registers = vector_shape(target)
+        ow_tile = output_tile(loop_extent(sch, ow), lanes, registers, loop_extent(sch, oi))
+        owo, owi = sch.split(ow, [None, ow_tile])
+        sch.reorder(n, ob, oh, owo, rc, rh, rw, ri, owi, oi)
+        row = sch.fuse(n, ob, oh)
+        sch.parallel(row)
+        local = sch.cache_write(conv, 0, "local")
+        sch.reverse_compute_at(local, owo)
+        sch.unroll(owi)
+        sch.vectorize(oi)
+        sch.vectorize(sch.get_loops(local)[-1])
+        sch.decompose_reduction(conv, rc)
+        if last != BLOCKED_CONV_BLOCK:
+            output = sch.get_sblock(last)
+            try:
+                sch.reverse_compute_at(output, row)
+            except s_tir.ScheduleError:   # an epilogue that reads other rows: a loop nest of its own
+                _parallel_outer(sch, output, 3, cores)
+            inner = sch.get_loops(output)[-1]
+            if loop_extent(sch, inner) in (4, 8, 16, 32):
+                sch.vectorize(inner)
+        return sch
+
+
 class Conv2dNCHWCPU(ScheduleRule):
     """fp32 direct conv2d (TOPI's "conv2d_nchw" block): a (ff_tile x ow_tile) register block per step,
     output columns vectorised, output channels unrolled; the padded input is materialised first."""
@@ -219,12 +266,14 @@ class GenericCPU(ScheduleRule):
         loops = sch.get_loops(block)
         inner = loops[-1 - (len(iters) - spatial)] if spatial < len(iters) else loops[-1]
         if spatial < len(iters):
-            # reduction: the innermost spatial loop goes inside the reductions, vectorised
-            first_reduction = loops[len(loops) - (len(iters) - spatial)]
+            # reduction: (a vector's worth of) the innermost spatial loop goes inside the reductions, vectorised
+            reductions = loops[len(loops) - (len(iters) - spatial):]
+            if loop_extent(sch, inner) > 64 and largest_divisor(loop_extent(sch, inner), (16, 8, 4)) > 1:
+                _, inner = sch.split(inner, [None, largest_divisor(loop_extent(sch, inner), (16, 8, 4))])
             if 4 <= loop_extent(sch, inner) <= 64:
-                sch.reorder(*loops[len(loops) - (len(iters) - spatial):], inner)
+                sch.reorder(*reductions, inner)
                 sch.vectorize(inner)
-            sch.decompose_reduction(block, first_reduction)
+            sch.decompose_reduction(block, reductions[0])
         elif loop_extent(sch, inner) >= 4:
             _, lanes = sch.split(inner, [None, largest_divisor(loop_extent(sch, inner), (16, 8, 4, 1))])
             sch.vectorize(lanes)

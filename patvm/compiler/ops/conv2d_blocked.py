@@ -1,0 +1,136 @@
+"""The fp32 conv2d in a blocked channel layout, the way fast CPU libraries compute it (NeoCPU, Liu et al.,
+USENIX ATC 2019): data NCHW[b]c, weights OIHW[b]i[b]o (transformed at compile time), output NCHW[b]c.
+
+    y[n, o_, oh, ow, oi] = sum_{c_, kh, kw, ci} x[n, c_, oh*s + kh - p, ow*s + kw - p, ci] * w[o_, c_, kh, kw, ci, oi]
+
+The schedule (patvm.compiler.schedules.cpu.Conv2dBlockedCPU) keeps a register tile of `ow_tile` output
+pixels x the b output channels of one block in vector registers and broadcasts one input value into each
+FMA. The output width is computed padded to a multiple of `ow_tile` (the tile never has a ragged end) and
+cropped by the output block, into which the epilogue (BatchNorm, ReLU, residual add) is inlined.
+
+`patvm.compiler.layout` puts every conv2d it can into this layout with Relax's ConvertLayout, so a run of
+fp32 layers stays blocked and layout transforms happen only at its edges. A conv whose channel counts do
+not divide into blocks (the 3-channel stem) keeps NCHW data at the Relax level: its input is blocked
+inside the kernel (block = C) and its output is written back as NCHW by the output block.
+
+Block names are the contract with the schedule: "conv2d_blocked_pad", "conv2d_blocked",
+"conv2d_blocked_output".
+"""
+from __future__ import annotations
+
+import re
+
+from tvm import te, topi
+from tvm.relax import BlockBuilder, Call, Expr
+
+PAD_BLOCK = "conv2d_blocked_pad"
+CONV_BLOCK = "conv2d_blocked"
+OUTPUT_BLOCK = "conv2d_blocked_output"
+
+_BLOCKED_DATA = re.compile(r"^NCHW(\d+)c$")
+_BLOCKED_KERNEL = re.compile(r"^OIHW(\d+)i(\d+)o$")
+
+
+def ceil_to(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def conv2d_blocked(x: te.Tensor, w: te.Tensor, strides, padding, ow_tile: int, nchw_output: bool = False) -> te.Tensor:
+    """x [N, C/ib, H, W, ib], w [O/ob, C/ib, KH, KW, ib, ob] -> [N, O/ob, OH, OW, ob] (or [N, O, OH, OW])."""
+    n, cb, h, wd, ib = (int(v) for v in x.shape)
+    obn, _, kh, kw, _, ob = (int(v) for v in w.shape)
+    sh, sw = (int(v) for v in strides)
+    top, left, bottom, right = (int(v) for v in padding)
+    oh = (h + top + bottom - kh) // sh + 1
+    ow = (wd + left + right - kw) // sw + 1
+    owp = ceil_to(ow, ow_tile)
+    right = max(right, (owp - 1) * sw + kw - wd - left)   # the padded width reads zeros only
+    xp = topi.nn.pad(x, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name=PAD_BLOCK) if top or left or bottom or right else x
+    rc = te.reduce_axis((0, cb), "rc")
+    rh = te.reduce_axis((0, kh), "rh")
+    rw = te.reduce_axis((0, kw), "rw")
+    ri = te.reduce_axis((0, ib), "ri")
+    conv = te.compute((n, obn, oh, owp, ob), lambda b, o, y, xx, oi: te.sum(
+        xp[b, rc, y * sh + rh, xx * sw + rw, ri] * w[o, rc, rh, rw, ri, oi], axis=[rc, rh, rw, ri]), name=CONV_BLOCK)
+    if nchw_output:
+        return te.compute((n, obn * ob, oh, ow), lambda b, c, y, xx: conv[b, c // ob, y, xx, c % ob], name=OUTPUT_BLOCK)
+    if owp != ow:
+        return te.compute((n, obn, oh, ow, ob), lambda *i: conv(*i), name=OUTPUT_BLOCK)
+    return conv
+
+
+def block_nchw(x: te.Tensor, block: int) -> te.Tensor:
+    """[N, C, H, W] -> [N, C/block, H, W, block]."""
+    n, c, h, w = (int(v) for v in x.shape)
+    return te.compute((n, c // block, h, w, block), lambda b, o, y, xx, i: x[b, o * block + i, y, xx], name="block_data")
+
+
+def block_oihw(w: te.Tensor, ib: int, ob: int) -> te.Tensor:
+    """[O, C, KH, KW] -> [O/ob, C/ib, KH, KW, ib, ob]."""
+    o, c, kh, kw = (int(v) for v in w.shape)
+    return te.compute((o // ob, c // ib, kh, kw, ib, ob),
+                      lambda a, b, y, xx, i, j: w[a * ob + j, b * ib + i, y, xx], name="block_weight")
+
+
+# ------------------------------------------------------------------------------------------ register tile
+def output_tile(width: int, lanes: int, registers: int, block: int) -> int:
+    """Output pixels per register tile for a `block`-channel output block: as many as the vector registers
+    hold besides the weight vectors and one broadcast, chosen to waste the least padded width."""
+    vectors = max(1, block // lanes)
+    widest = max(1, min(14, (registers - vectors - 1) // vectors))
+    candidates = range(max(1, widest - 2), widest + 1)
+    # each tile also loads its weight vectors once per reduction step: a wider tile amortises that
+    return min(candidates, key=lambda t: (ceil_to(width, t) // t * (t + vectors), -t))
+
+
+def vector_shape(target) -> tuple[int, int]:
+    """(fp32 lanes, vector registers) of the target's CPU."""
+    from tvm.target import codegen
+    if "aarch64" in str(target.attrs.get("mtriple", "")):
+        return 4, 32
+    if codegen.llvm_cpu_has_features("avx512f", target):
+        return 16, 32
+    return 8, 16
+
+
+# ------------------------------------------------------------------------------------------ legalisation
+def blocked_layout(data_layout: str, kernel_layout: str) -> tuple[int, int] | None:
+    """(ib, ob) when the layouts are NCHW[ib]c / OIHW[ib]i[ob]o, else None."""
+    data, kernel = _BLOCKED_DATA.match(data_layout), _BLOCKED_KERNEL.match(kernel_layout)
+    if data and kernel and int(kernel.group(1)) == int(data.group(1)):
+        return int(data.group(1)), int(kernel.group(2))
+    return None
+
+
+def nchw_blocks(channels: int, out_channels: int, block: int) -> tuple[int, int] | None:
+    """(ib, ob) for an NCHW conv kept at the Relax level: ib = C when C is small (the stem)."""
+    ib = channels if channels < block else (block if channels % block == 0 else None)
+    ob = next((b for b in (block, block // 2) if b and out_channels % b == 0), None)
+    return (ib, ob) if ib and ob else None
+
+
+def legalize_conv2d(bb: BlockBuilder, call: Call, block: int, fallback) -> Expr:
+    """relax.nn.conv2d -> the blocked kernel where it applies (groups 1, no dilation), else `fallback`."""
+    from tvm.target import Target
+    attrs = call.attrs
+    x, w = call.args
+    plain = [int(d) for d in attrs.dilation] == [1, 1] and int(attrs.groups) == 1 and call.ty.shape is not None
+    blocks = blocked_layout(attrs.data_layout, attrs.kernel_layout)
+    if not plain or attrs.out_layout != attrs.data_layout or (
+            blocks is None and (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW")):
+        return fallback(bb, call)
+    lanes, registers = vector_shape(Target.current())
+    if blocks is not None:
+        width = int(call.ty.shape[3])
+        return bb.call_te(conv2d_blocked, x, w, strides=attrs.strides, padding=attrs.padding,
+                          ow_tile=output_tile(width, lanes, registers, blocks[1]), primfunc_name_hint="conv2d_blocked")
+    o, c = int(w.ty.shape[0]), int(w.ty.shape[1])
+    blocks = nchw_blocks(c, o, block)
+    if blocks is None:
+        return fallback(bb, call)
+    ib, ob = blocks
+    xb = bb.emit_te(block_nchw, x, ib, primfunc_name_hint="block_data")
+    wb = bb.emit_te(block_oihw, w, ib, ob, primfunc_name_hint="block_weight")   # folded: w is a constant
+    return bb.call_te(conv2d_blocked, xb, wb, strides=attrs.strides, padding=attrs.padding,
+                      ow_tile=output_tile(int(call.ty.shape[3]), lanes, registers, ob), nchw_output=True,
+                      primfunc_name_hint="conv2d_blocked")

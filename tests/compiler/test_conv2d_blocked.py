@@ -1,0 +1,73 @@
+"""fp32 convolutions in the blocked channel layout (patvm.compiler.ops.conv2d_blocked, layout.py): every
+geometry of the zoo and the awkward ones, against onnxruntime, and proof that the blocked kernel is what ran."""
+import re
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import patvm
+from patvm.compiler.ops.conv2d_blocked import nchw_blocks, output_tile
+from patvm.onnx_format import GraphWriter
+from patvm.runtime import module_source
+
+CASES = {   # name: (C, O, H, W, k, stride, pad)
+    "3x3": (32, 32, 14, 14, 3, 1, 1),
+    "3x3 stride 2": (32, 64, 15, 15, 3, 2, 1),
+    "1x1": (64, 32, 7, 7, 1, 1, 0),
+    "1x1 stride 2": (32, 64, 14, 14, 1, 2, 0),
+    "7x7 stem": (3, 32, 30, 30, 7, 2, 3),
+    "odd width": (16, 16, 9, 13, 3, 1, 1),
+    "O not a multiple of 16": (16, 24, 8, 8, 3, 1, 1),
+    "C not a multiple of 16": (24, 16, 8, 8, 3, 1, 1),
+    "5x5 no padding": (16, 16, 11, 11, 5, 1, 0),
+}
+
+
+def conv_block_model(C, O, H, W, k, stride, pad, seed=0, residual=False):
+    """conv -> BatchNorm -> (+ x) -> ReLU -> conv(3x3, O->16): two fp32 layers, so a blocked run."""
+    rng = np.random.default_rng(seed)
+    g = GraphWriter("fp32")
+    x = g.input("x", [2, C, H, W])
+    y = g.conv(x, rng.standard_normal((O, C, k, k)).astype(np.float32) / np.sqrt(C * k * k),
+               rng.standard_normal(O).astype(np.float32), stride=stride, pad=pad)
+    y = g.batchnorm(y, rng.uniform(0.5, 2, O), rng.standard_normal(O), rng.standard_normal(O), rng.uniform(0.5, 2, O))
+    if residual:
+        y = g.add(y, x)
+    y = g.conv(g.relu(y), rng.standard_normal((16, O, 3, 3)).astype(np.float32) / np.sqrt(O * 9), None, pad=1)
+    g.output(y)
+    return g.model(), rng.standard_normal((2, C, H, W)).astype(np.float32)
+
+
+def onnxruntime_output(model, x):
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fp32_convs_match_onnxruntime(case):
+    model, x = conv_block_model(*CASES[case])
+    compiled = patvm.compile(model, target="host", tuning_db=False)
+    want = onnxruntime_output(model, x)
+    got = compiled.run(x)[0]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+
+
+def test_a_residual_run_stays_blocked_and_uses_fma():
+    model, x = conv_block_model(32, 32, 14, 14, 3, 1, 1, residual=True)
+    compiled = patvm.compile(model, target="host", tuning_db=False)
+    want = onnxruntime_output(model, x)
+    np.testing.assert_allclose(compiled.run(x)[0], want, rtol=0, atol=2e-5 * np.abs(want).max())
+    asm = module_source(compiled.module.mod)
+    kernels = set(re.findall(r"^__tvm_ffi_(\w+):", asm, re.M))
+    assert sum("conv2d_blocked" in k for k in kernels) == 2 and "vfmadd" in asm, kernels
+    # the two convs exchange a blocked tensor: only the graph's input and its output are transformed
+    assert sum("layout_transform" in k for k in kernels) == 2, kernels
+
+
+def test_register_tile_fits_the_registers_and_wastes_little():
+    assert output_tile(56, lanes=8, registers=16, block=16) == 6     # AVX2: 6 pixels x 2 vectors = 12 accumulators
+    assert output_tile(7, lanes=8, registers=16, block=16) == 4      # 7 -> 8 padded, not 12
+    assert output_tile(14, lanes=8, registers=16, block=16) == 5     # 14 -> 15
+    assert output_tile(56, lanes=16, registers=32, block=16) == 14   # AVX-512: one vector per block
+    assert nchw_blocks(3, 64, 16) == (3, 16) and nchw_blocks(24, 16, 16) is None and nchw_blocks(16, 24, 16) == (16, 8)
