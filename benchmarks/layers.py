@@ -11,7 +11,8 @@ its three 1x1 stride-2 downsampling convs (64->128 @56, 128->256 @28, 256->512 @
 Per layer and thread count, these executors are timed round-robin in one loop (one sample of each per
 round, so load from other processes hits them alike; speed-ups are medians of per-round paired ratios):
   ort-fp32     onnxruntime on the fp32 layer (x -> Conv(W), no quantizer)
-  tvm-fp32     patvm.compile(fp32 layer, strategy="fp32"): TVM's own fp32 build of the same layer
+  ort-int8     onnxruntime on the fp32 layer statically quantised to int8 (QDQ, per-channel s8 weights, u8 activations)
+  tvm-fp32     patvm.compile(fp32 layer, strategy="fp32"): patvm's fp32 build of the same layer
   bs-<scheme>  patvm.compile(PA layer, strategy="bit-serial"): x -> PAQuantize -> Conv(W_bar), bit-serial
   auto-<s>     patvm.compile(PA layer, strategy="auto"), only where its choice differs from bit-serial
                (where it is the same, the auto column repeats bs-<scheme>)
@@ -27,6 +28,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -122,6 +124,11 @@ def worker(args) -> dict:
         want_fp32 = ort_fp32.run(None, {"x": x})[0]
         entry["check_tvm_fp32_rel_error"] = common.rel_error(tvm_fp32.run(x)[0], want_fp32)
         timers = [common.ort_timer("ort-fp32", ort_fp32, {"x": x}), common.tvm_timer("tvm-fp32", tvm_fp32, x)]
+        with tempfile.TemporaryDirectory() as tmp:
+            from patvm.onnx_format import save_model
+            save_model(fp32_model, Path(tmp) / "fp32.onnx")
+            int8 = common.ort_int8_model(Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx", "x", x.shape, args.seed)
+            timers.append(common.ort_timer("ort-int8", common.ort_session(int8, t), {"x": x}))
         keep = [tvm_fp32]
         for scheme, model in pa_models.items():
             want = common.ort_session(model, t).run(None, {"x": x})[0]
@@ -170,7 +177,7 @@ def derive(raw: dict, peaks: dict, batch: int) -> list[dict]:
                 pairs = info["plane_pairs"]
                 bs_ms = stats[bs]["median"]
                 bit_macs = pairs * entry["macs"]
-                involved = ["ort-fp32", "tvm-fp32", bs, auto_name]
+                involved = ["ort-fp32", "ort-int8", "tvm-fp32", bs, auto_name]
                 rows.append({
                     "threads": int(t), "layer": key, "description": describe(key), "macs": entry["macs"],
                     "scheme": scheme, "family": SCHEMES[scheme][0], "M_nominal": SCHEMES[scheme][1],
@@ -179,7 +186,8 @@ def derive(raw: dict, peaks: dict, batch: int) -> list[dict]:
                     "bit_serial_ms": stats[bs],
                     "auto_strategy": info["auto"]["strategy"], "auto_reason": info["auto"]["reason"],
                     "auto_ms": stats[auto_name],
-                    "ort_fp32_ms": stats["ort-fp32"], "tvm_fp32_ms": stats["tvm-fp32"],
+                    "ort_fp32_ms": stats["ort-fp32"], "tvm_fp32_ms": stats["tvm-fp32"], "ort_int8_ms": stats["ort-int8"],
+                    "speedup_bit_serial_vs_ort_int8": common.paired_ratio(samples, "ort-int8", bs),
                     "speedup_bit_serial_vs_ort_fp32": common.paired_ratio(samples, "ort-fp32", bs),
                     "speedup_auto_vs_ort_fp32": common.paired_ratio(samples, "ort-fp32", auto_name),
                     "speedup_bit_serial_vs_tvm_fp32": common.paired_ratio(samples, "tvm-fp32", bs),
@@ -207,14 +215,17 @@ def markdown(data: dict) -> str:
             auto = "= bit-serial" if r["auto_strategy"] == "bit-serial" else f"{r['auto_strategy']} {common.fmt_ms(r['auto_ms']['median'])}"
             table.append([r["description"], f"{r['macs'] / 1e6:.1f}", r["scheme"], f"{r['M']}x{r['N']}={r['plane_pairs']}",
                           common.fmt_ms(r["bit_serial_ms"]["median"]), auto,
-                          common.fmt_ms(r["ort_fp32_ms"]["median"]), common.fmt_ms(r["tvm_fp32_ms"]["median"]),
+                          common.fmt_ms(r["ort_fp32_ms"]["median"]), common.fmt_ms(r["ort_int8_ms"]["median"]),
+                          common.fmt_ms(r["tvm_fp32_ms"]["median"]),
                           common.fmt_x(r["speedup_bit_serial_vs_ort_fp32"]["median"]),
+                          common.fmt_x(r["speedup_bit_serial_vs_ort_int8"]["median"]),
                           common.fmt_x(r["speedup_auto_vs_ort_fp32"]["median"]),
                           common.fmt_pct(r["roofline_fraction"]),
                           f"+-{100 * r['worst_ci_rel']:.1f}%{'' if r['stable'] else ' !'} ({r['rounds']})"])
         lines.append(common.markdown_table(
-            ["layer", "M MACs", "scheme", "planes", "bit-serial ms", "auto ms", "ORT fp32 ms", "TVM fp32 ms",
-             "bit-serial vs ORT", "auto vs ORT", "roofline", "spread (rounds)"], table))
+            ["layer", "M MACs", "scheme", "planes", "bit-serial ms", "auto ms", "ORT fp32 ms", "ORT int8 ms",
+             "patvm fp32 ms", "bit-serial vs ORT", "bit-serial vs ORT int8", "auto vs ORT", "roofline",
+             "spread (rounds)"], table))
     lines.append(
         "\nLatencies are medians of samples taken round-robin with every other executor of the same layer; speed-ups "
         "are medians of per-round paired ratios (ORT fp32 / patvm; > 1 = patvm faster). `planes` = weight planes x "

@@ -12,7 +12,9 @@ round-robin in one loop (one sample of each per round; speed-ups are medians of 
                        user gets it; the "tuned kernels" column says how many kernels it covered)
   ort-pa-<model>-<MxN> onnxruntime on the PA-ONNX itself (PAQuantize as its ONNX function)
   ort-fp32             onnxruntime on the full-precision twin (same seed: the weights the PA model approximates)
-  tvm-fp32             patvm.compile(twin, strategy="fp32", tuning_db=False): TVM's own fp32 build of the twin
+  ort-int8             onnxruntime on the twin statically quantised to int8 (QDQ, per-channel s8 weights, u8
+                       activations, calibrated on normal inputs): what a user would pick on a VNNI / AMX CPU
+  tvm-fp32             patvm.compile(twin, strategy="fp32", tuning_db=False): patvm's fp32 build of the twin
 Also: compile time (patvm's compile_seconds), compiled module size (.so) vs the fp32 ONNX file, and
 patvm's output checked against onnxruntime on the PA-ONNX.
 
@@ -144,7 +146,9 @@ def worker(args) -> dict:
             out["artifacts"][f"{group}/tvm-fp32"] = twin_meta
             x = np.random.default_rng(seed + 1).standard_normal((batch, 3, size, size), dtype=np.float32)
             ort_fp32 = common.ort_session(twin["onnx"], t)
-            timers = [common.ort_timer("ort-fp32", ort_fp32, {"input": x})]
+            int8 = common.ort_int8_model(twin["onnx"], twin["onnx"].with_suffix(".int8.onnx"), "input", x.shape, seed)
+            timers = [common.ort_timer("ort-fp32", ort_fp32, {"input": x}),
+                      common.ort_timer("ort-int8", common.ort_session(int8, t), {"input": x})]
             tvm_fp32 = patvm.load(twin["so"])
             timers.append(common.tvm_timer("tvm-fp32", tvm_fp32, x))
             checks = {"tvm-fp32": common.rel_error(tvm_fp32.run(x)[0], ort_fp32.run(None, {"input": x})[0])}
@@ -183,11 +187,12 @@ def derive(raw: dict, args) -> tuple[list[dict], list[dict]]:
                 rows.append({
                     "threads": int(t), "arch": g["arch"], "batch": g["batch"], "variant": label,
                     "patvm_ms": stats[p], "ort_pa_ms": stats[o], "ort_fp32_ms": stats["ort-fp32"],
-                    "tvm_fp32_ms": stats["tvm-fp32"],
+                    "tvm_fp32_ms": stats["tvm-fp32"], "ort_int8_ms": stats["ort-int8"],
                     "speedup_vs_ort_fp32": common.paired_ratio(samples, "ort-fp32", p),
+                    "speedup_vs_ort_int8": common.paired_ratio(samples, "ort-int8", p),
                     "speedup_vs_ort_pa": common.paired_ratio(samples, o, p),
                     "speedup_vs_tvm_fp32": common.paired_ratio(samples, "tvm-fp32", p),
-                    "worst_ci_rel": max(stats[n]["ci_rel"] for n in (p, o, "ort-fp32", "tvm-fp32")),
+                    "worst_ci_rel": max(stats[n]["ci_rel"] for n in (p, o, "ort-fp32", "ort-int8", "tvm-fp32")),
                     "rounds": g["rounds"], "stable": g["stable"],
                     "rel_error_vs_ort_pa": g["rel_error_vs_ort"][label],
                     "bit_serial_layers": meta["bit_serial_layers"], "layers": meta["layers"],
@@ -221,14 +226,17 @@ def markdown(data: dict) -> str:
         lines.append(f"\n## {t} thread(s)\n")
         table = [[r["variant"], r["batch"], f"{r['bit_serial_layers']}/{r['layers']}", r.get("tuned_kernels", "-"),
                   common.fmt_ms(r["patvm_ms"]["median"]), common.fmt_ms(r["ort_fp32_ms"]["median"]),
+                  common.fmt_ms(r["ort_int8_ms"]["median"]),
                   common.fmt_ms(r["ort_pa_ms"]["median"]), common.fmt_ms(r["tvm_fp32_ms"]["median"]),
-                  common.fmt_x(r["speedup_vs_ort_fp32"]["median"]), common.fmt_x(r["speedup_vs_ort_pa"]["median"]),
+                  common.fmt_x(r["speedup_vs_ort_fp32"]["median"]), common.fmt_x(r["speedup_vs_ort_int8"]["median"]),
+                  common.fmt_x(r["speedup_vs_ort_pa"]["median"]),
                   common.fmt_x(r["speedup_vs_tvm_fp32"]["median"]),
                   f"+-{100 * r['worst_ci_rel']:.1f}%{'' if r['stable'] else ' !'} ({r['rounds']})"]
                  for r in data["rows"] if r["threads"] == t]
         lines.append(common.markdown_table(
-            ["model", "batch", "bit-serial layers", "tuned kernels", "patvm ms", "ORT fp32 twin ms", "ORT PA-ONNX ms", "TVM fp32 twin ms",
-             "vs ORT fp32", "vs ORT PA-ONNX", "vs TVM fp32", "spread (rounds)"], table))
+            ["model", "batch", "bit-serial layers", "tuned kernels", "patvm ms", "ORT fp32 twin ms", "ORT int8 twin ms",
+             "ORT PA-ONNX ms", "TVM fp32 twin ms", "vs ORT fp32", "vs ORT int8", "vs ORT PA-ONNX", "vs TVM fp32",
+             "spread (rounds)"], table))
     lines.append("\n## Size and compile time\n")
     table = [[z["variant"], z["batch"], f"{z['patvm_so_bytes'] / 1e6:.2f}", f"{z['patvm_packed_weight_bytes'] / 1e6:.2f}",
               f"{z['tvm_fp32_so_bytes'] / 1e6:.2f}", f"{z['fp32_onnx_bytes'] / 1e6:.2f}", f"{z['so_vs_fp32_onnx']:.3f}",
@@ -250,7 +258,8 @@ def plot(data: dict, path: Path) -> None:
     threads = sorted({r["threads"] for r in data["rows"]})
     fig, axes = plt.subplots(1, len(threads) + 1, figsize=(6.5 * (len(threads) + 1), 4.8), squeeze=False)
     series = [("patvm", "patvm_ms", None), ("ORT fp32 twin", "ort_fp32_ms", "black"),
-              ("ORT PA-ONNX", "ort_pa_ms", "tab:brown"), ("TVM fp32 twin", "tvm_fp32_ms", "grey")]
+              ("ORT int8 twin", "ort_int8_ms", "tab:purple"), ("ORT PA-ONNX", "ort_pa_ms", "tab:brown"),
+              ("TVM fp32 twin", "tvm_fp32_ms", "grey")]
     for ax, t in zip(axes[0], threads):
         rows = [r for r in data["rows"] if r["threads"] == t]
         common.latency_bars(ax, rows, series, [f"{r['variant']}\nb{r['batch']}" for r in rows], rotate=True)
