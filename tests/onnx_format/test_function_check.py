@@ -91,6 +91,41 @@ def where_chain_body(n: int) -> onnx.FunctionProto:
     return function(nodes)
 
 
+def onehot_body() -> onnx.FunctionProto:
+    """Thresholds on a new leading axis ([N, 1, C', 1, ...] for X of any rank >= 2, shaped from X's rank),
+    k summed over it; the level picked by OneHot x levels summed (exact: one non-zero term)."""
+    return function([
+        const("neg1", np.array([-1], I64)), const("zero", np.array([0], I64)), const("one", np.array([1], I64)),
+        const("two", np.array([2], I64)), const("one_v", np.array([1], I64)), const("onoff", np.array([0.0, 1.0], F32)),
+        helper.make_node("Shape", ["X"], ["xshape"]),
+        helper.make_node("Shape", ["xshape"], ["xrank"]),
+        helper.make_node("Sub", ["xrank", "two"], ["nrest"]),
+        helper.make_node("ConstantOfShape", ["nrest"], ["rest"], value=numpy_helper.from_array(np.array([1], I64))),
+        helper.make_node("Shape", ["thresholds"], ["tshape"]),
+        helper.make_node("Slice", ["tshape", "neg1", "two"], ["n"]),
+        helper.make_node("Concat", ["neg1", "n"], ["t2shape"], axis=0),
+        helper.make_node("Reshape", ["thresholds", "t2shape"], ["t2"]),             # [C', N]
+        helper.make_node("Transpose", ["t2"], ["tn"], perm=[1, 0]),                # [N, C']
+        helper.make_node("Shape", ["tn"], ["tns"]),
+        helper.make_node("Concat", ["n", "one_v", "neg1", "rest"], ["tbshape"], axis=0),
+        helper.make_node("Reshape", ["tn", "tbshape"], ["tb"]),                    # [N, 1, C', 1, ...]
+        helper.make_node("Unsqueeze", ["X", "zero"], ["xu"]),
+        helper.make_node("GreaterOrEqual", ["xu", "tb"], ["ge"]),
+        helper.make_node("Cast", ["ge"], ["gei"], to=TensorProto.INT64),
+        helper.make_node("ReduceSum", ["gei", "zero"], ["k"], keepdims=0),           # X's shape
+        helper.make_node("Shape", ["levels"], ["lshape"]),
+        helper.make_node("Slice", ["lshape", "neg1", "two"], ["nl"]),
+        helper.make_node("Concat", ["neg1", "nl"], ["l2shape"], axis=0),
+        helper.make_node("Reshape", ["levels", "l2shape"], ["l2"]),                # [C', N+1]
+        helper.make_node("Concat", ["neg1", "rest", "nl"], ["lbshape"], axis=0),
+        helper.make_node("Reshape", ["l2", "lbshape"], ["lb"]),                    # [C', 1, ..., N+1]
+        helper.make_node("Squeeze", ["nl"], ["depth"]),
+        helper.make_node("OneHot", ["k", "depth", "onoff"], ["hot"], axis=-1),
+        helper.make_node("Mul", ["hot", "lb"], ["terms"]),
+        helper.make_node("ReduceSum", ["terms", "neg1"], ["Y"], keepdims=0),
+    ])
+
+
 def patvm_body_with(edit) -> onnx.FunctionProto:
     body = paquantize_function()
     edit(body)
@@ -120,7 +155,7 @@ def channels_on_last_axis(body):
         node.input.extend(order)
 
 
-CORRECT_BODIES = {"gather": gather_body, "where-chain": lambda: where_chain_body(4)}
+CORRECT_BODIES = {"gather": gather_body, "where-chain": lambda: where_chain_body(4), "onehot": onehot_body}
 WRONG_BODIES = {
     "strict >": (lambda: patvm_body_with(strict_greater), r"computes 0\.0 for input -0\.5, channel 0 .*definition gives 0\.25"),
     "NaN -> top level": (lambda: patvm_body_with(nan_to_top_level), r"computes 2\.0 for input nan, channel 0 .*gives 0\.0"),
