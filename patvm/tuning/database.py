@@ -434,6 +434,7 @@ class TuningStore:
         self._modules = [w.mod for w in loaded.modules]
         self.database = _memory_database(loaded)
         self._seen = len(self.database.get_all_tuning_records())
+        self._unwritten = False   # records added by `commit` (absorbed at once, so `flush` sees nothing new)
         self._by_hash: dict[str, list[int]] = {}
         for index, item in enumerate(self.workloads):
             self._by_hash.setdefault(item[0], []).append(index)
@@ -460,6 +461,7 @@ class TuningStore:
     def commit(self, record) -> Entry:
         """Add a record (e.g. the hand schedule's) to the in-memory database; written at the next flush."""
         self.database.commit_tuning_record(record)
+        self._unwritten = True
         return self._absorb()[-1]
 
     def _absorb(self) -> list[Entry]:
@@ -476,8 +478,9 @@ class TuningStore:
         """Write what MetaSchedule committed since the last flush (everything with `force`, e.g. after
         entries were re-measured); returns the new entries."""
         new = self._absorb()
-        if new or force or not database_paths(self.folder)[1].exists():
+        if new or force or self._unwritten or not database_paths(self.folder)[1].exists():
             write_database(self.folder, self.workloads, self.entries)
+            self._unwritten = False
         return new
 
 

@@ -255,3 +255,12 @@ def test_shipped_databases_are_valid(folder):
     assert len(loaded.entries) == len(loaded.workloads) == len(loaded.best_per_workload())
     meta = dbmod.read_meta(folder)
     assert meta.get("target"), f"{folder}/{dbmod.META_FILE} names no target"
+
+
+def test_a_committed_record_is_written_into_an_existing_database(db_copy, kernels):
+    """The hand-schedule baselines are committed, not searched: with `--trials 0` nothing else follows, and
+    the flush used to see no new record and write nothing (the baselines were lost)."""
+    spec, _, tasks = kernels
+    before = len(record_lines(db_copy))
+    make_database(db_copy, tasks[:1], spec, [[[1e-4]]])
+    assert len(record_lines(db_copy)) == before + 1
