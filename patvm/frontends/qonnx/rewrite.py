@@ -1,0 +1,458 @@
+"""A QONNX model -> patvm's canonical form: standard ONNX with `ai.patvm.PAQuantize` activation quantizers.
+
+  Quant / IntQuant, BipolarQuant, Trunc on a tensor  ->  PAQuantize with the op's exact staircase
+                                                          (patvm.frontends.qonnx.arithmetic)
+  MultiThreshold                                      ->  PAQuantize (sorted thresholds, out_scale * k + out_bias)
+  Quant / BipolarQuant on an initializer (a weight)   ->  the folded float weight, as qonnx computes it;
+      with a per-output-channel scale feeding a Conv, Gemm or Transpose -> MatMul, the layer takes the
+      integer weight (code - zero_point, few values) and a Mul by the scale follows it, so a binary
+      weight with +-s_c stays one weight plane and the scale joins the layer's epilogue
+  PAQuantize -> MaxPool / Reshape / Flatten           ->  the op first, then the quantizer (a monotone
+      staircase commutes with max; a per-tensor one with any reshape), so the quantizer meets its layer
+
+Constant nodes become initializers and initializers are no longer graph inputs. BatchNormalization and
+the other float ops stay as they are (a BatchNorm after a bit-serial layer is fused into its epilogue).
+Anything patvm cannot reproduce exactly is a one-line ModelError naming the node.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from patvm.errors import ModelError
+from patvm.frontends.qonnx import arithmetic as ar
+from patvm.onnx_format import paquantize
+
+QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas")
+QUANT_OPS = ("Quant", "IntQuant")
+SUPPORTED = QUANT_OPS + ("BipolarQuant", "MultiThreshold", "Trunc")
+COMMUTING = ("MaxPool", "Reshape", "Flatten")
+
+
+def is_qonnx(model: onnx.ModelProto) -> bool:
+    return any(n.domain in QONNX_DOMAINS for n in model.graph.node)
+
+
+def _name(node: onnx.NodeProto) -> str:
+    return f"{node.op_type} node '{(node.name or node.output[0])[:120]}'"
+
+
+def _fail(node: onnx.NodeProto, problem: str) -> ModelError:
+    return ModelError(f"{_name(node)}: {problem}")
+
+
+class _Graph:
+    """Nodes, constants and ranks of the model being rewritten."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        self.nodes: list[onnx.NodeProto] = []
+        for node in model.graph.node:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1:
+                self.consts[node.output[0]] = _constant_value(node)
+            else:
+                self.nodes.append(node)
+        self.new_inits: dict[str, np.ndarray] = {}
+        self.shapes = _shapes(model)
+
+    def const(self, node: onnx.NodeProto, index: int, role: str) -> np.ndarray:
+        if index >= len(node.input) or not node.input[index]:
+            raise _fail(node, f"has no {role} input")
+        name = node.input[index]
+        if name not in self.consts:
+            raise _fail(node, f"{role} '{name[:80]}' is not a constant (patvm needs constant quantizer parameters)")
+        return self.consts[name]
+
+    def add_const(self, name: str, value: np.ndarray) -> str:
+        self.consts[name] = value
+        self.new_inits[name] = value
+        return name
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray:
+    attr = node.attribute[0]
+    if attr.name == "value":
+        return numpy_helper.to_array(attr.t)
+    value = helper.get_attribute_value(attr)
+    if attr.name in ("value_float", "value_floats"):
+        return np.asarray(value, np.float32)
+    if attr.name in ("value_int", "value_ints"):
+        return np.asarray(value, np.int64)
+    raise ModelError(f"Constant node '{node.name}': attribute '{attr.name}' is not supported")
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, list]:
+    """Static shapes by tensor name, from ONNX shape inference on a copy whose QONNX ops are Identity
+    (every one of them keeps its input's shape)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for node in probe.graph.node:
+        if node.domain in QONNX_DOMAINS:
+            x = node.input[0]
+            del node.input[:]
+            node.input.append(x)
+            del node.attribute[:]
+            node.op_type, node.domain = "Identity", ""
+    del probe.opset_import[:]
+    probe.opset_import.extend([o for o in model.opset_import if o.domain not in QONNX_DOMAINS])
+    try:
+        inferred = onnx.shape_inference.infer_shapes(probe)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several types; all mean "cannot infer"
+        raise ModelError(f"ONNX shape inference failed on the QONNX model: {str(exc).splitlines()[0][:200]}") from exc
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        tt = vi.type.tensor_type
+        if tt.HasField("shape"):
+            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    return shapes
+
+
+# ------------------------------------------------------------------------------------- parameters
+def _channel_vector(node, params: dict[str, np.ndarray], rank: int | None, axis: int
+                    ) -> tuple[dict[str, np.ndarray], int]:
+    """Quantizer parameters as [C] vectors (C = 1 per tensor, their dtypes kept) for channels on `axis`."""
+    shape = np.broadcast_shapes(*(np.shape(v) for v in params.values()))
+    if int(np.prod(shape)) == 1:
+        return {k: np.asarray(v).reshape(()) for k, v in params.items()}, 1
+    if rank is None:
+        raise _fail(node, "per-channel parameters on an input of unknown rank")
+    if len(shape) > rank:
+        raise _fail(node, f"parameter shape {list(shape)} has more axes than its input (rank {rank})")
+    full = (1,) * (rank - len(shape)) + tuple(shape)
+    if any(d != 1 for i, d in enumerate(full) if i != axis):
+        raise _fail(node, f"parameters of shape {list(shape)} vary along an axis other than the channel axis {axis}")
+    channels = full[axis]
+    vectors = {}
+    for key, value in params.items():
+        value = np.asarray(value)
+        if value.size == 1:
+            vectors[key] = value.reshape(())
+        else:
+            padded = value.reshape((1,) * (rank - value.ndim) + value.shape)
+            vectors[key] = np.ascontiguousarray(np.broadcast_to(padded, full)).reshape(channels)
+    return vectors, channels
+
+
+def _attr(node, name, default):
+    for a in node.attribute:
+        if a.name == name:
+            value = helper.get_attribute_value(a)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def _flag(node, name, default) -> bool:
+    value = _attr(node, name, default)
+    if value not in (0, 1):
+        raise _fail(node, f"attribute {name}={value!r} must be 0 or 1")
+    return bool(value)
+
+
+def _rounding(node, default="ROUND") -> str:
+    mode = str(_attr(node, "rounding_mode", default)).upper()
+    if mode not in ar.ROUNDING:
+        raise _fail(node, f"rounding_mode '{mode[:40]}' is not implemented (patvm takes {', '.join(ar.ROUNDING)})")
+    return mode
+
+
+def _bits(node, value: np.ndarray, role: str = "bit width") -> int:
+    if np.size(value) != 1 or not np.isfinite(value).all() or float(np.ravel(value)[0]) != int(np.ravel(value)[0]):
+        raise _fail(node, f"{role} must be one integer, got {np.ravel(value)[:4].tolist()}")
+    bits = int(np.ravel(value)[0])
+    if not 1 <= bits <= 32:
+        raise _fail(node, f"{role} {bits} is outside 1..32")
+    return bits
+
+
+def _check_scale(node, scale: np.ndarray, role: str = "scale") -> None:
+    if not np.issubdtype(np.asarray(scale).dtype, np.floating):
+        raise _fail(node, f"{role} must be a float tensor, got {np.asarray(scale).dtype}")
+    if not np.all(np.isfinite(scale)) or not np.all(scale > 0):
+        raise _fail(node, f"{role} must be finite and > 0")
+
+
+def quantizer_op(node: onnx.NodeProto, graph: _Graph, as_vectors: bool, rank: int | None = None):
+    """(op of patvm.frontends.qonnx.arithmetic, channel count, channel-shaped parameters or None)."""
+    kind = node.op_type
+    if kind in QUANT_OPS:
+        params = {"scale": graph.const(node, 1, "scale"), "zero_point": graph.const(node, 2, "zero point")}
+        bits = _bits(node, graph.const(node, 3, "bit width"))
+        signed, narrow = _flag(node, "signed", 1), _flag(node, "narrow", 0)
+        if not signed and narrow and bits == 1:
+            raise _fail(node, "unsigned narrow 1-bit quantizer has a single level (signed/narrow inconsistent)")
+        _check_scale(node, params["scale"])
+        if not np.all(np.isfinite(params["zero_point"])):
+            raise _fail(node, "zero point must be finite")
+        rounding = _rounding(node)
+        make = lambda p: ar.IntQuant(p["scale"], p["zero_point"], bits, signed, narrow, rounding)  # noqa: E731
+    elif kind == "BipolarQuant":
+        params = {"scale": graph.const(node, 1, "scale")}
+        _check_scale(node, params["scale"])
+        make = lambda p: ar.BipolarQuant(p["scale"])  # noqa: E731
+    elif kind == "Trunc":
+        if len(node.input) != 6:
+            raise _fail(node, f"Trunc with {len(node.input)} inputs (version 1) is not supported; patvm takes "
+                              "version 2 (x, scale, zero_point, input_bit_width, output_scale, output_bit_width)")
+        params = {"scale": graph.const(node, 1, "scale"), "zero_point": graph.const(node, 2, "zero point"),
+                  "output_scale": graph.const(node, 4, "output scale")}
+        graph.const(node, 3, "input bit width")
+        bits = _bits(node, graph.const(node, 5, "output bit width"), "output bit width")
+        _check_scale(node, params["scale"])
+        _check_scale(node, params["output_scale"], "output scale")
+        signed, narrow = _flag(node, "signed", 1), _flag(node, "narrow", 0)
+        if not signed and narrow and bits == 1:
+            raise _fail(node, "unsigned narrow 1-bit output has a single level (signed/narrow inconsistent)")
+        rounding = _rounding(node, "FLOOR")
+        make = lambda p: ar.Trunc(p["scale"], p["zero_point"], p["output_scale"], bits, signed, narrow, rounding)  # noqa: E731
+    else:
+        raise _fail(node, f"QONNX op '{kind}' is not supported (patvm takes {', '.join(SUPPORTED)})")
+    if not as_vectors:
+        return make(params), 1, None
+    vectors, channels = _channel_vector(node, params, rank, 1)
+    return make(vectors), channels, vectors
+
+
+# ------------------------------------------------------------------------------------- rewriting
+def _paquantize(graph: _Graph, node: onnx.NodeProto, x: str, out: str, thr: np.ndarray, lv: np.ndarray
+                ) -> onnx.NodeProto:
+    if thr.shape[0] == 1:
+        thr, lv = thr[0], lv[0]
+    t = graph.add_const(f"{out}__thresholds", np.ascontiguousarray(thr, np.float32))
+    v = graph.add_const(f"{out}__levels", np.ascontiguousarray(lv, np.float32))
+    return paquantize.paquantize_node(x, t, v, out, name=node.name or out)
+
+
+def _activation(graph: _Graph, node: onnx.NodeProto) -> onnx.NodeProto:
+    shape = graph.shapes.get(node.input[0])
+    rank = len(shape) if shape is not None else None
+    if node.op_type == "MultiThreshold":
+        return _multithreshold(graph, node, rank)
+    op, channels, _ = quantizer_op(node, graph, as_vectors=True, rank=rank)
+    count = len(op.codes())
+    if count > ar.MAX_LEVELS:
+        raise _fail(node, f"{count} levels: more than the {ar.MAX_LEVELS} an activation staircase holds (8 bits)")
+    if channels > 1 and shape is not None and shape[1] not in (None, channels):
+        raise _fail(node, f"{channels} per-channel parameters for {shape[1]} channels")
+    try:
+        thr, lv = ar.staircase_of(op, channels)
+    except ValueError as exc:
+        raise _fail(node, str(exc)) from None
+    if not ar.check_staircase(op, thr, lv):   # never expected: the search is exact by construction
+        raise _fail(node, "internal error: the staircase does not reproduce the quantizer")
+    return _paquantize(graph, node, node.input[0], node.output[0], thr, lv)
+
+
+def _multithreshold(graph: _Graph, node: onnx.NodeProto, rank: int | None) -> onnx.NodeProto:
+    thresholds = np.asarray(graph.const(node, 1, "thresholds"))
+    if thresholds.ndim != 2:
+        raise _fail(node, f"thresholds must be [C, N] or [1, N], got shape {list(thresholds.shape)}")
+    layout = _attr(node, "data_layout", "")
+    if layout and layout.index("C") != 1 and thresholds.shape[0] > 1:
+        raise _fail(node, f"per-channel thresholds in layout {layout} (patvm takes channels on axis 1)")
+    if not np.all(np.isfinite(thresholds)):
+        raise _fail(node, "thresholds must be finite")
+    out_scale, out_bias = float(_attr(node, "out_scale", 1.0)), float(_attr(node, "out_bias", 0.0))
+    thr = np.sort(thresholds.astype(np.float32), axis=1)
+    counts = np.arange(thr.shape[1] + 1).astype(np.float32)
+    levels = out_scale * counts + out_bias          # qonnx: out_scale * count(x >= t) + out_bias, float32
+    rows = []
+    for row in thr:
+        last = np.concatenate([row[1:] != row[:-1], [True]])     # equal thresholds: one step of several counts
+        rows.append((row[last], np.concatenate([[levels[0]], levels[1:][last]])))
+    if len({len(t) for t, _ in rows}) != 1:
+        raise _fail(node, "channels have different numbers of distinct thresholds")
+    if out_scale <= 0:
+        raise _fail(node, "out_scale must be > 0")
+    return _paquantize(graph, node, node.input[0], node.output[0],
+                       np.array([t for t, _ in rows]), np.array([v for _, v in rows], np.float32))
+
+
+def _weight(graph: _Graph, node: onnx.NodeProto) -> tuple[np.ndarray, tuple | None]:
+    """(folded weight, (integer weight, scale [O]) when the scale is per output channel, else None)."""
+    if node.op_type == "MultiThreshold":
+        raise _fail(node, "a MultiThreshold on a constant is not supported")
+    op, _, _ = quantizer_op(node, graph, as_vectors=False)
+    w = np.asarray(graph.consts[node.input[0]])
+    if w.dtype != np.float32:
+        raise _fail(node, f"weight must be float32, got {w.dtype}")
+    folded = op(w)
+    scale = np.asarray(op.scale)
+    zero = np.asarray(getattr(op, "zero_point", np.zeros((), np.float32)))
+    per_row = (w.ndim >= 2 and scale.ndim == w.ndim and scale.shape[0] == w.shape[0] > 1
+               and all(d == 1 for d in scale.shape[1:]) and np.size(zero) == 1
+               and len(np.unique(scale)) > 1)
+    if not per_row or not hasattr(op, "integer"):
+        return folded, None
+    return folded, (op.integer(w), scale.reshape(-1).astype(np.float32))
+
+
+def _scale_after(graph: _Graph, out: str, scale: np.ndarray, rank: int, axis: int, bias: np.ndarray | None
+                 ) -> tuple[str, list[onnx.NodeProto]]:
+    """Nodes computing `out` = `out__unscaled` * scale (+ bias), scale/bias shaped along `axis`."""
+    shape = [1] * rank
+    shape[axis] = scale.shape[0]
+    s = graph.add_const(f"{out}__channel_scale", scale.reshape(shape))
+    raw = f"{out}__unscaled"
+    if bias is None:
+        return raw, [helper.make_node("Mul", [raw, s], [out], name=f"{out}__scale")]
+    b = graph.add_const(f"{out}__channel_bias", np.asarray(bias, np.float32).reshape(shape))
+    return raw, [helper.make_node("Mul", [raw, s], [f"{out}__scaled"], name=f"{out}__scale"),
+                 helper.make_node("Add", [f"{out}__scaled", b], [out], name=f"{out}__bias")]
+
+
+def _factor_layers(graph: _Graph, nodes: list, factored: dict, consumers: dict) -> list:
+    """Layers whose weight has a per-output-channel scale take the integer weight and a Mul after them."""
+    result = []
+    for node in nodes:
+        weight = node.input[1] if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 else None
+        via_transpose = None
+        if node.op_type == "MatMul" and weight not in factored:
+            producer = graph.producers.get(weight)
+            if (producer is not None and producer.op_type == "Transpose" and producer.input[0] in factored
+                    and list(_attr(producer, "perm", [1, 0])) == [1, 0] and len(consumers[weight]) == 1):
+                via_transpose = producer
+                weight = producer.input[0]
+        if weight not in factored or len(consumers[weight]) != 1:
+            result.append(node)
+            continue
+        integer, scale = factored[weight]
+        if node.op_type == "Gemm" and (not _attr(node, "transB", 0) or _attr(node, "transA", 0)):
+            result.append(node)
+            continue
+        out = node.output[0]
+        rank = len(graph.shapes.get(out) or [None] * (4 if node.op_type == "Conv" else 2))
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        graph.add_const(f"{weight}__integer", integer)
+        bias = None
+        if node.op_type == "Conv" and len(node.input) > 2 and node.input[2]:
+            bias = graph.consts.get(node.input[2])
+            if bias is None:
+                result.append(node)
+                continue
+            del new.input[2:]
+        if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
+            c = graph.consts.get(node.input[2])
+            if c is None or np.size(c) not in (1, scale.shape[0]):
+                result.append(node)
+                continue
+            bias = np.broadcast_to(np.float32(_attr(node, "beta", 1.0)) * c.astype(np.float32), scale.shape)
+            del new.input[2:]
+        if via_transpose is not None:
+            t = onnx.NodeProto()
+            t.CopyFrom(via_transpose)
+            t.input[0] = f"{weight}__integer"
+            t.output[0] = f"{t.output[0]}__integer"
+            result.append(t)
+            new.input[1] = t.output[0]
+        else:
+            new.input[1] = f"{weight}__integer"
+        raw, tail = _scale_after(graph, out, scale, rank, 1 if node.op_type == "Conv" else rank - 1, bias)
+        new.output[0] = raw
+        result.append(new)
+        result.extend(tail)
+    return result
+
+
+def _commute(graph: _Graph, nodes: list) -> list:
+    """MaxPool / Reshape / Flatten of a PAQuantize output: the op first, the quantizer after it."""
+    changed = True
+    while changed:
+        changed = False
+        producers = {o: n for n in nodes for o in n.output}
+        result = []
+        for node in nodes:
+            q = producers.get(node.input[0]) if node.input else None
+            if (node.op_type in COMMUTING and node.domain in ("", "ai.onnx") and len(node.output) == 1
+                    and q is not None and paquantize.is_paquantize(q) and _commutes(graph, q, node)):
+                moved = onnx.NodeProto()
+                moved.CopyFrom(node)
+                moved.input[0] = q.input[0]
+                moved.output[0] = f"{node.output[0]}__before_quantizer"
+                requant = paquantize.paquantize_node(moved.output[0], q.input[1], q.input[2], node.output[0],
+                                                     name=f"{q.name}__after_{node.op_type}")
+                result.extend([moved, requant])
+                changed = True
+            else:
+                result.append(node)
+        nodes = result
+    return nodes
+
+
+def _commutes(graph: _Graph, q: onnx.NodeProto, node: onnx.NodeProto) -> bool:
+    thr, lv = graph.consts[q.input[1]], graph.consts[q.input[2]]
+    if node.op_type == "MaxPool":
+        return bool(np.all(np.diff(lv, axis=-1) >= 0))        # max of a non-decreasing staircase
+    return thr.ndim == 1                                       # a reshape keeps per-tensor elementwise ops
+
+
+def _dead_code(nodes: list, outputs: set) -> list:
+    live, kept = set(outputs), []
+    for node in reversed(nodes):
+        if any(o in live for o in node.output):
+            kept.append(node)
+            live.update(i for i in node.input if i)
+            for attr in node.attribute:   # names used inside subgraphs stay live
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    live.update(i for n in sub.node for i in n.input)
+    return kept[::-1]
+
+
+def to_canonical(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The canonical PA-ONNX form of a QONNX model (a new model; `model` is not changed)."""
+    graph = _Graph(model)
+    nodes, factored = [], {}
+    for node in graph.nodes:
+        if node.domain not in QONNX_DOMAINS:
+            if node.domain not in ("", "ai.onnx"):
+                raise ModelError(f"node '{node.name}' uses unsupported domain '{node.domain}'")
+            nodes.append(node)
+            continue
+        if node.op_type not in SUPPORTED:
+            raise _fail(node, f"QONNX op '{node.op_type}' is not supported (patvm takes {', '.join(SUPPORTED)})")
+        if node.input[0] in graph.consts:
+            folded, per_channel = _weight(graph, node)
+            graph.add_const(node.output[0], folded)
+            if per_channel is not None:
+                factored[node.output[0]] = per_channel
+        else:
+            nodes.append(_activation(graph, node))
+    consumers = defaultdict(list)
+    for node in nodes:
+        for i in node.input:
+            consumers[i].append(node)
+    graph.producers = {o: n for n in nodes for o in n.output}
+    nodes = _factor_layers(graph, nodes, factored, consumers)
+    nodes = _commute(graph, nodes)
+    nodes = _dead_code(nodes, {o.name for o in model.graph.output})
+    return _assemble(model, graph, nodes)
+
+
+def _assemble(model: onnx.ModelProto, graph: _Graph, nodes: list) -> onnx.ModelProto:
+    used = {i for n in nodes for i in n.input} | {o.name for o in model.graph.output}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.initializer[:]
+    for name, value in graph.consts.items():
+        if name in used:
+            g.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+    inputs = [vi for vi in g.input if vi.name not in graph.consts]   # initializers are not inputs here
+    del g.input[:]
+    g.input.extend(inputs)
+    produced = {o for n in nodes for o in n.output}
+    infos = [vi for vi in g.value_info if vi.name in produced]
+    del g.value_info[:]
+    g.value_info.extend(infos)
+    opsets = [o for o in out.opset_import if o.domain not in QONNX_DOMAINS + (paquantize.DOMAIN,)]
+    del out.opset_import[:]
+    out.opset_import.extend(opsets + [helper.make_opsetid(paquantize.DOMAIN, paquantize.VERSION)])
+    # no PAQuantize function: its body is opset 17 and ONNX requires a function to import the model's own
+    # default opset version (Brevitas writes 18-20); patvm recognises the node by domain and op type
+    return out
