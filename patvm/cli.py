@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", required=True)
     r.add_argument("-o", "--output")
     r.add_argument("--target", default="host")
-    r.add_argument("--verify", action="store_true", help="compare with onnxruntime on the same ONNX")
+    r.add_argument("--verify", action="store_true", help="compare with onnxruntime on the same ONNX (qonnx's executor for a QONNX model)")
     r.add_argument("--onnx", dest="verify_onnx", help="the ONNX a .so was compiled from (for --verify)")
     r.add_argument("--strategy", default="auto", choices=["auto", "bit-serial", "fp32"])
     r.set_defaults(func=cmd_run)
