@@ -26,6 +26,7 @@ from patvm.errors import ModelError
 from patvm.frontends.qonnx import arithmetic as ar
 from patvm.onnx_format import paquantize
 
+F32 = np.float32
 QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas")
 QUANT_OPS = ("Quant", "IntQuant")
 SUPPORTED = QUANT_OPS + ("BipolarQuant", "MultiThreshold", "Trunc")
@@ -259,14 +260,20 @@ def _multithreshold(graph: _Graph, node: onnx.NodeProto, rank: int | None) -> on
     thr = np.sort(thresholds.astype(np.float32), axis=1)
     counts = np.arange(thr.shape[1] + 1).astype(np.float32)
     levels = out_scale * counts + out_bias          # qonnx: out_scale * count(x >= t) + out_bias, float32
+    if out_scale <= 0:
+        raise _fail(node, "out_scale must be > 0")
     rows = []
     for row in thr:
         last = np.concatenate([row[1:] != row[:-1], [True]])     # equal thresholds: one step of several counts
         rows.append((row[last], np.concatenate([[levels[0]], levels[1:][last]])))
-    if len({len(t) for t, _ in rows}) != 1:
-        raise _fail(node, "channels have different numbers of distinct thresholds")
-    if out_scale <= 0:
-        raise _fail(node, "out_scale must be > 0")
+    width = max(len(t) for t, _ in rows)
+    for i, (t, lv) in enumerate(rows):     # fewer distinct thresholds: pad above with steps of height 0
+        while len(t) < width:
+            top = np.nextafter(t[-1], F32(np.inf))
+            if not np.isfinite(top):
+                raise _fail(node, "cannot pad the thresholds of a channel above float32's largest value")
+            t, lv = np.append(t, top), np.append(lv, lv[-1])
+        rows[i] = (t, lv)
     return _paquantize(graph, node, node.input[0], node.output[0],
                        np.array([t for t, _ in rows]), np.array([v for _, v in rows], np.float32))
 
@@ -448,6 +455,12 @@ def _assemble(model: onnx.ModelProto, graph: _Graph, nodes: list) -> onnx.ModelP
     g.input.extend(inputs)
     produced = {o for n in nodes for o in n.output}
     infos = [vi for vi in g.value_info if vi.name in produced]
+    # PAQuantize keeps its input's shape; ONNX shape inference knows no ai.patvm op, so say it
+    known = {vi.name for vi in infos} | {o.name for o in g.output}
+    for node in nodes:
+        shape = graph.shapes.get(node.output[0]) or graph.shapes.get(node.input[0])
+        if paquantize.is_paquantize(node) and node.output[0] not in known and shape and None not in shape:
+            infos.append(helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, shape))
     del g.value_info[:]
     g.value_info.extend(infos)
     opsets = [o for o in out.opset_import if o.domain not in QONNX_DOMAINS + (paquantize.DOMAIN,)]
