@@ -24,8 +24,10 @@ from torch import nn  # noqa: E402
 
 
 class BinaryWeightPerChannelMeanAbs(SignedBinaryWeightPerTensorConst):
-    """+-mean|W| per output channel (XNOR-Net's scale)."""
-    scaling_impl_type = ScalingImplType.STATS
+    """+-s_c per output channel, s_c a parameter initialised from the channel's mean |W| (XNOR-Net's scale).
+    (With ScalingImplType.STATS, recomputed in every forward, Brevitas 0.13.4 exports per-channel scales
+    that differ from the ones its PyTorch forward uses: docs/qonnx.md.)"""
+    scaling_impl_type = ScalingImplType.PARAMETER_FROM_STATS
     scaling_stats_op = StatsOp.AVE
     scaling_per_output_channel = True
 
