@@ -115,3 +115,13 @@ def torch_outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         y = model(torch.from_numpy(x))
     return np.asarray(getattr(y, "value", y).detach().numpy())
+
+
+class OneBitReLU(Uint8ActPerTensorFloat):
+    bit_width = 1
+
+
+def one_bit_relu():
+    """A 1-bit unsigned QuantReLU: PyTorch computes {0, s}; Brevitas 0.13.4 exports Relu -> BipolarQuant,
+    which computes +-s (docs/qonnx.md)."""
+    return nn.Sequential(qnn.QuantReLU(act_quant=OneBitReLU)).eval(), (1, 9)

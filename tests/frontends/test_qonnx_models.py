@@ -84,3 +84,16 @@ def test_binary_resnet(tmp_path, scale, act):
         assert all(set(np.unique(inits[w])) == {-1.0, 1.0} for w in conv_weights)
         assert sum(n.op_type == "Mul" and n.name.endswith("__scale")
                    for n in canonical.graph.node) >= len(conv_weights)
+
+
+def test_one_bit_unsigned_quant_relu_compiles_what_the_file_says(tmp_path):
+    """Brevitas' bug (docs/qonnx.md): the file computes +-s where PyTorch computes {0, s}. patvm follows the
+    file, as qonnx's executor does."""
+    torch_model, shape = bn.one_bit_relu()
+    path = tmp_path / "relu1.onnx"
+    model = bn.export(torch_model, shape, path, "torchscript")
+    assert [n.op_type for n in model.graph.node] == ["Relu", "BipolarQuant"]
+    x = np.linspace(-2, 2, 9, dtype=np.float32).reshape(shape)
+    got = patvm.compile(str(path), target="host").run(x)[0]
+    np.testing.assert_array_equal(got, reference_outputs(model, {model.graph.input[0].name: x})[0])
+    assert np.all(got > 0) and np.any(bn.torch_outputs(torch_model, x) == 0)
