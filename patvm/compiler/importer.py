@@ -142,7 +142,7 @@ def import_model(model_or_path) -> tuple["tvm.IRModule", onnx.ModelProto, list[G
     from tvm.relax.frontend.onnx import from_onnx
 
     model = load_model(model_or_path)
-    if qonnx_frontend.is_qonnx(model):   # Brevitas / QONNX: rewritten into the canonical form first
+    if qonnx_frontend.needs_rewrite(model):   # Brevitas QONNX / low-bit QCDQ: into the canonical form first
         model = qonnx_frontend.to_canonical(model)
     inputs = graph_inputs(model)
     canonical = canonicalize_quantizers(model)

@@ -203,3 +203,29 @@ def check_staircase(op, thresholds: np.ndarray, levels: np.ndarray) -> bool:
         at = op(np.ascontiguousarray(thresholds.T)).T
         under = op(np.ascontiguousarray(below.T)).T
     return bool(np.array_equal(at, levels[:, 1:]) and np.array_equal(under, levels[:, :-1]))
+
+
+@dataclass(frozen=True)
+class LinearQuant:
+    """ONNX QuantizeLinear [-> Clip] -> DequantizeLinear as onnxruntime computes it in float32:
+    code = clamp(nearbyint(x / scale) + zero_point, lo, hi); y = (code - out_zero_point) * out_scale."""
+
+    scale: np.ndarray
+    zero_point: np.ndarray
+    lo: int
+    hi: int
+    out_scale: np.ndarray
+    out_zero_point: np.ndarray
+
+    def codes(self) -> np.ndarray:
+        return np.arange(self.lo, self.hi + 1)
+
+    def code(self, x: np.ndarray) -> np.ndarray:
+        y = np.round(x / self.scale) + self.zero_point.astype(np.float32)
+        return _clip(y, self.lo, self.hi)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return ((self.code(x) - self.out_zero_point.astype(np.float32)) * self.out_scale).astype(np.float32)
+
+    def integer(self, x: np.ndarray) -> np.ndarray:
+        return (self.code(x) - self.out_zero_point.astype(np.float32)).astype(np.float32)
