@@ -66,13 +66,13 @@ class Block(nn.Module):
 
 
 class BinaryResNet(nn.Module):
-    def __init__(self, weight_quant, act, classes=10, width=16):
+    def __init__(self, weight_quant, act, classes=10, width=16, size=16):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), act())
         self.block1 = Block(width, width, 1, weight_quant, act)
         self.block2 = Block(width, 2 * width, 2, weight_quant, act)
         self.pool = qnn.TruncAvgPool2d(kernel_size=2, bit_width=2, return_quant_tensor=False)
-        self.fc = qnn.QuantLinear(2 * width * 4 * 4, classes, bias=True, weight_quant=weight_quant)
+        self.fc = qnn.QuantLinear(2 * width * (size // 4) ** 2, classes, bias=True, weight_quant=weight_quant)
 
     def forward(self, x):
         x = self.pool(self.block2(self.block1(self.stem(x))))
@@ -96,11 +96,11 @@ def bnn_pynq(name: str, seed: int = 0):
     return calibrate(model, shape, seed=seed), shape
 
 
-def resnet(scale: str, act: str, seed: int = 0):
+def resnet(scale: str, act: str, seed: int = 0, size: int = 16, width: int = 16):
     torch.manual_seed(seed)
     wq = SignedBinaryWeightPerTensorConst if scale == "const" else BinaryWeightPerChannelMeanAbs
-    model = BinaryResNet(wq, sign_act if act == "sign" else relu2_act)
-    shape = (1, 3, 16, 16)
+    model = BinaryResNet(wq, sign_act if act == "sign" else relu2_act, width=width, size=size)
+    shape = (1, 3, size, size)
     return calibrate(model, shape, seed=seed), shape
 
 
