@@ -24,7 +24,9 @@ def cmd_zoo(args) -> None:
 
 def cmd_stats(args) -> None:
     from patvm import stats
-    result = stats.model_stats(stats.load_checked(args.model))
+    from patvm.frontends import qonnx
+    model = stats.load_checked(args.model)
+    result = stats.model_stats(qonnx.to_canonical(model) if qonnx.needs_rewrite(model) else model)
     print(json.dumps(result) if args.json else stats.format_table(result))
 
 

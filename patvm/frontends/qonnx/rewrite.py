@@ -311,58 +311,55 @@ def _scale_after(graph: _Graph, out: str, scale: np.ndarray, rank: int, axis: in
                  helper.make_node("Add", [f"{out}__scaled", b], [out], name=f"{out}__bias")]
 
 
+# the weight axis that holds the output channels, per layer op (Gemm: by transB)
+def _output_axis(node: onnx.NodeProto) -> int | None:
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "MatMul":
+        return 1
+    if node.op_type == "Gemm" and not _attr(node, "transA", 0):
+        return 0 if _attr(node, "transB", 0) else 1
+    return None
+
+
 def _factor_layers(graph: _Graph, nodes: list, factored: dict, consumers: dict) -> list:
     """Layers whose weight has a per-output-channel scale take the integer weight and a Mul after them."""
     result = []
     for node in nodes:
         weight = node.input[1] if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 else None
-        via_transpose = None
-        if node.op_type == "MatMul" and weight not in factored:
-            producer = graph.producers.get(weight)
-            if (producer is not None and producer.op_type == "Transpose" and producer.input[0] in factored
-                    and list(_attr(producer, "perm", [1, 0])) == [1, 0] and len(consumers[weight]) == 1):
-                via_transpose = producer
-                weight = producer.input[0]
-        if weight not in factored or len(consumers[weight]) != 1:
+        if weight not in factored or len(consumers[weight]) != 1 or factored[weight][2] != _output_axis(node):
             result.append(node)
             continue
-        integer, scale = factored[weight]
-        if node.op_type == "Gemm" and (not _attr(node, "transB", 0) or _attr(node, "transA", 0)):
-            result.append(node)
-            continue
-        out = node.output[0]
-        rank = len(graph.shapes.get(out) or [None] * (4 if node.op_type == "Conv" else 2))
-        new = onnx.NodeProto()
-        new.CopyFrom(node)
-        graph.add_const(f"{weight}__integer", integer)
+        integer, scale, _ = factored[weight]
         bias = None
-        if node.op_type == "Conv" and len(node.input) > 2 and node.input[2]:
-            bias = graph.consts.get(node.input[2])
-            if bias is None:
-                result.append(node)
-                continue
-            del new.input[2:]
-        if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
+        if len(node.input) > 2 and node.input[2]:
             c = graph.consts.get(node.input[2])
             if c is None or np.size(c) not in (1, scale.shape[0]):
                 result.append(node)
                 continue
-            bias = np.broadcast_to(np.float32(_attr(node, "beta", 1.0)) * c.astype(np.float32), scale.shape)
-            del new.input[2:]
-        if via_transpose is not None:
-            t = onnx.NodeProto()
-            t.CopyFrom(via_transpose)
-            t.input[0] = f"{weight}__integer"
-            t.output[0] = f"{t.output[0]}__integer"
-            result.append(t)
-            new.input[1] = t.output[0]
-        else:
-            new.input[1] = f"{weight}__integer"
+            beta = np.float32(_attr(node, "beta", 1.0)) if node.op_type == "Gemm" else np.float32(1)
+            bias = np.broadcast_to(beta * c.astype(np.float32), scale.shape)
+        out = node.output[0]
+        rank = len(graph.shapes.get(out) or [None] * (4 if node.op_type == "Conv" else 2))
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        del new.input[2:]
+        new.input[1] = graph.add_const(f"{weight}__integer", integer)
         raw, tail = _scale_after(graph, out, scale, rank, 1 if node.op_type == "Conv" else rank - 1, bias)
         new.output[0] = raw
-        result.append(new)
-        result.extend(tail)
+        result.extend([new] + tail)
     return result
+
+
+def _fold_transpose(graph: _Graph, node: onnx.NodeProto, factored: dict) -> None:
+    """A Transpose of a constant (TorchScript's Linear weights): folded, its per-channel factoring with it."""
+    value = graph.consts[node.input[0]]
+    perm = _attr(node, "perm", None)
+    perm = list(perm) if perm is not None else list(range(np.ndim(value)))[::-1]
+    graph.add_const(node.output[0], np.ascontiguousarray(np.transpose(value, perm)))
+    if node.input[0] in factored:
+        integer, scale, axis = factored[node.input[0]]
+        factored[node.output[0]] = (np.ascontiguousarray(np.transpose(integer, perm)), scale, perm.index(axis))
 
 
 def _commute(graph: _Graph, nodes: list) -> list:
@@ -523,7 +520,10 @@ def to_canonical(model: onnx.ModelProto) -> onnx.ModelProto:
         if chain is not None and chain[0] == "weight":
             graph.add_const(node.output[0], chain[1])
             if chain[2] is not None:
-                factored[node.output[0]] = chain[2]
+                factored[node.output[0]] = chain[2] + (0,)
+            continue
+        if node.op_type == "Transpose" and node.domain in ("", "ai.onnx") and node.input[0] in graph.consts:
+            _fold_transpose(graph, node, factored)
             continue
         if chain is not None:
             nodes.append(chain[1])
@@ -539,14 +539,13 @@ def to_canonical(model: onnx.ModelProto) -> onnx.ModelProto:
             folded, per_channel = _weight(graph, node)
             graph.add_const(node.output[0], folded)
             if per_channel is not None:
-                factored[node.output[0]] = per_channel
+                factored[node.output[0]] = per_channel + (0,)
         else:
             nodes.append(_activation(graph, node))
     consumers = defaultdict(list)
     for node in nodes:
         for i in node.input:
             consumers[i].append(node)
-    graph.producers = {o: n for n in nodes for o in n.output}
     nodes = _factor_layers(graph, nodes, factored, consumers)
     nodes = _commute(graph, nodes)
     nodes = _dead_code(nodes, {o.name for o in model.graph.output})
