@@ -61,6 +61,18 @@ def test_quant_staircase_equals_qonnx(bits, signed, narrow, scale, zero, roundin
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_other_scale_dtypes_follow_numpy_promotion_as_qonnx_does(dtype):
+    """qonnx computes in its operands' dtypes: a float64 scale makes x / scale a float64 division."""
+    s, z = np.array(0.1, dtype), np.array(0.0, dtype)
+    op = ar.IntQuant(s, z, 3, True, False, "ROUND")
+    thr, lv = ar.staircase_of(op, 1)
+    mids = ((op.codes()[:-1] + 0.5) * 0.1).astype(F32)
+    x = probes(thr, mids)
+    want = int_quant(x, s, z, np.array(3, F32), True, False, "ROUND").astype(F32)
+    np.testing.assert_array_equal(staircase_quantize(x, thr[0], lv[0]), want)
+
+
 def test_round_sends_midpoints_to_the_even_code():
     op = ar.IntQuant(np.array(1.0, F32), np.array(0.0, F32), 4, True, False, "ROUND")
     thr, lv = ar.staircase_of(op, 1)

@@ -23,8 +23,9 @@ BNN = [
     pytest.param("cnv_1w1a", "dynamo", marks=slow), pytest.param("cnv_1w2a", "torchscript", marks=slow),
     pytest.param("cnv_1w2a", "dynamo", marks=slow), pytest.param("cnv_2w2a", "torchscript", marks=slow),
 ]
-RESNETS = [("const", "sign"), ("mean", "relu2"),
-           pytest.param("const", "relu2", marks=slow), pytest.param("mean", "sign", marks=slow)]
+RESNETS = [("const", "sign", "torchscript"), ("mean", "relu2", "torchscript"),
+           pytest.param("const", "relu2", "torchscript", marks=slow), pytest.param("mean", "sign", "torchscript", marks=slow),
+           pytest.param("const", "sign", "dynamo", marks=slow), pytest.param("mean", "relu2", "dynamo", marks=slow)]
 
 
 def check_against_references(path, torch_model, shape, images: int = 2):
@@ -64,11 +65,11 @@ def test_bnn_pynq(tmp_path, name, exporter):
     assert all(layer["M"] == weight_bits for layer in compiled.layers if layer["strategy"] == "bit-serial")
 
 
-@pytest.mark.parametrize("scale,act", RESNETS)
-def test_binary_resnet(tmp_path, scale, act):
+@pytest.mark.parametrize("scale,act,exporter", RESNETS)
+def test_binary_resnet(tmp_path, scale, act, exporter):
     torch_model, shape = bn.resnet(scale, act)
     path = tmp_path / f"resnet_{scale}_{act}.onnx"
-    model = bn.export(torch_model, shape, path, "torchscript")
+    model = bn.export(torch_model, shape, path, exporter)
     compiled = check_against_references(path, torch_model, shape)
     assert_binary_layers_bit_serial(compiled, first_is_fp32=True)      # the stem conv has a float input
     # binary weights are one plane each, with a per-channel scale too (the scale follows the conv)

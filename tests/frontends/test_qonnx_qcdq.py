@@ -57,11 +57,9 @@ def test_qcdq_chain_becomes_paquantize_and_int8_qdq_stays():
         "QuantizeLinear", "Clip", "DequantizeLinear"]
 
 
-bn = pytest.importorskip("brevitas_nets", reason="the QONNX tests need brevitas, qonnx and onnxoptimizer")
-
-
 @pytest.mark.parametrize("name", ["tfc_2w2a", pytest.param("cnv_2w2a", marks=pytest.mark.slow)])
 def test_brevitas_qcdq_export_compiles_like_qonnx(tmp_path, name):
+    bn = pytest.importorskip("brevitas_nets", reason="the QONNX tests need brevitas, qonnx and onnxoptimizer")
     from brevitas.export import export_onnx_qcdq
     torch_model, shape = bn.bnn_pynq(name)
     path = tmp_path / f"{name}_qcdq.onnx"
