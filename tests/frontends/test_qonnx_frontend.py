@@ -105,8 +105,9 @@ def test_repeated_multithreshold_thresholds_stay_exact():
 def test_canonical_form():
     canonical = to_canonical(two_layer_model())
     ops = [n.op_type for n in canonical.graph.node]
-    # quantizers are PAQuantize, the MaxPool runs before the requantizer, scales follow the convs
-    assert ops == ["PAQuantize", "Conv", "Mul", "BatchNormalization", "MaxPool", "PAQuantize", "Conv", "Mul", "Add"]
+    # quantizers are PAQuantize, scales follow the convs, the BatchNorm is in the next quantizer's thresholds,
+    # the MaxPool runs before that quantizer
+    assert ops == ["PAQuantize", "Conv", "Mul", "MaxPool", "PAQuantize", "Conv", "Mul", "Add"]
     assert {o.domain for o in canonical.opset_import} == {"", "ai.patvm"}
     inits = {t.name: numpy_helper.to_array(t) for t in canonical.graph.initializer}
     convs = [n for n in canonical.graph.node if n.op_type == "Conv"]
@@ -177,3 +178,50 @@ def test_cli_run_verify_uses_qonnx(tmp_path):
     out = subprocess.run([sys.executable, "-m", "patvm", "run", str(path), "--input", str(x), "--verify"],
                          capture_output=True, text=True, check=True).stdout
     assert "vs qonnx's executor" in out and "top-1 agreement 100.0%" in out
+
+
+def batchnorm_quant_model(relu: bool, bipolar: bool, channels: int = 6, positions: int = 64):
+    """x [1, C, P, 1] -> BatchNormalization (negative and positive gamma) [-> Relu] -> Quant / BipolarQuant."""
+    rng = np.random.default_rng(7)
+    g = Graph((1, channels, positions, 1))
+    gamma = rng.uniform(0.3, 2.0, channels) * np.where(np.arange(channels) % 2, -1, 1)
+    y = g.node("BatchNormalization", ["x"] + [g.const(v) for v in (gamma, rng.normal(0, 1, channels),
+                                                                   rng.normal(0, 1, channels), rng.uniform(0.5, 2, channels))],
+               epsilon=1e-4)
+    if relu:
+        y = g.node("Relu", [y])
+    if bipolar:
+        out = g.node("BipolarQuant", [y, g.const(0.5)], QONNX)
+    else:
+        out = g.quant(y, 0.37, 2, signed=0 if relu else 1, narrow=0 if relu else 1)
+    return g.model(out, [1, channels, positions, 1])
+
+
+def test_onnxruntime_batchnorm_arithmetic_is_what_the_fold_assumes():
+    from patvm.frontends.qonnx.arithmetic import FoldedBatchNorm
+    from patvm.verify import onnxruntime_outputs
+    rng = np.random.default_rng(8)
+    g = Graph((1, 32, 64, 64))
+    params = [rng.normal(0, 1, 32), rng.normal(0, 1, 32), rng.normal(0, 3, 32), rng.uniform(0.1, 5, 32)]
+    out = g.node("BatchNormalization", ["x"] + [g.const(v) for v in params], epsilon=1e-4)
+    x = rng.normal(0, 20, (1, 32, 64, 64)).astype(F32)
+    want = onnxruntime_outputs(g.model(out, [1, 32, 64, 64]), {"x": x})[0]
+    a, b = FoldedBatchNorm.coefficients(*[np.asarray(p, F32) for p in params], 1e-4)
+    np.testing.assert_array_equal(x * a.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1), want)
+
+
+@pytest.mark.parametrize("relu,bipolar", [(False, True), (False, False), (True, False)])
+def test_batchnorm_folds_into_thresholds_exactly(relu, bipolar):
+    model = batchnorm_quant_model(relu, bipolar)
+    canonical = to_canonical(model)
+    assert [n.op_type for n in canonical.graph.node] == ["Mul", "PAQuantize"]      # the sign of negative gammas
+    inits = {t.name: numpy_helper.to_array(t) for t in canonical.graph.initializer}
+    thresholds = inits[canonical.graph.node[1].input[1]]                              # [C, N], on sign * x
+    sign = inits[canonical.graph.node[0].input[1]].reshape(-1, 1)
+    # every threshold and its float neighbours, per channel, in the input's own sign
+    probes = np.concatenate([thresholds, np.nextafter(thresholds, F32(-np.inf)), np.nextafter(thresholds, F32(np.inf))], 1) * sign
+    x = np.zeros((1, probes.shape[0], 64, 1), F32)
+    x[0, :, :probes.shape[1], 0] = probes
+    x[0, :, probes.shape[1]:, 0] = np.random.default_rng(9).normal(0, 3, (probes.shape[0], 64 - probes.shape[1]))
+    got = patvm.compile(model, target="host").run(x)[0]
+    np.testing.assert_array_equal(got, reference_outputs(model, {"x": x})[0])

@@ -229,3 +229,45 @@ class LinearQuant:
 
     def integer(self, x: np.ndarray) -> np.ndarray:
         return (self.code(x) - self.out_zero_point.astype(np.float32)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class FoldedBatchNorm:
+    """A staircase after BatchNormalization (and an optional ReLU), as a function of y' = sign * y, the
+    BatchNorm's input with the channels of negative BN scale negated (so that it is non-decreasing).
+
+    onnxruntime's BatchNormalization (which qonnx's executor runs) is, bit for bit in float32,
+    a = gamma * (1 / sqrt(var + eps)), b = beta - mean * a, BN(y) = y * a + b (checked in the tests)."""
+
+    a: np.ndarray          # [C] float32
+    b: np.ndarray          # [C] float32
+    sign: np.ndarray       # [C] float32, +-1
+    relu: bool
+    thresholds: np.ndarray  # [C, N] of the staircase on BN(y)
+    levels: np.ndarray      # [C, N+1]
+
+    @staticmethod
+    def coefficients(gamma, beta, mean, var, eps: float) -> tuple[np.ndarray, np.ndarray]:
+        f32 = np.float32
+        inv = f32(1) / np.sqrt(np.asarray(var, f32) + f32(eps))
+        a = np.asarray(gamma, f32) * inv
+        return a, np.asarray(beta, f32) - np.asarray(mean, f32) * a
+
+    def code(self, y: np.ndarray) -> np.ndarray:
+        """BN (and ReLU) of y = sign * y', on [K, C] arrays; the staircase compares this with its thresholds."""
+        z = (y * self.sign) * self.a + self.b
+        return np.maximum(z, np.float32(0)) if self.relu else z
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        from patvm.approx.staircase import staircase_quantize
+        return staircase_quantize(self.code(y), self.thresholds, self.levels, axis=1)
+
+    def folded(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(thresholds on y' [C, N], levels [C, N+1]), or None where a step cannot be a finite threshold
+        (a BN scale of 0, a step every y' reaches, two steps at one y')."""
+        if np.any(self.a == 0):
+            return None
+        thr = smallest_reaching(self.code, np.ascontiguousarray(self.thresholds.T)).T
+        if not np.all(np.isfinite(thr)) or np.any(np.diff(thr, axis=1) <= 0):
+            return None
+        return thr.astype(np.float32), self.levels

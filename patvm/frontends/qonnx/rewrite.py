@@ -7,11 +7,14 @@
       with a per-output-channel scale feeding a Conv, Gemm or Transpose -> MatMul, the layer takes the
       integer weight (code - zero_point, few values) and a Mul by the scale follows it, so a binary
       weight with +-s_c stays one weight plane and the scale joins the layer's epilogue
+  BatchNormalization [-> Relu] -> PAQuantize         ->  one per-channel PAQuantize on the BatchNorm's input,
+      thresholds exact in onnxruntime's BatchNorm arithmetic (negative BN scales: that channel times -1)
   PAQuantize -> MaxPool / Reshape / Flatten           ->  the op first, then the quantizer (a monotone
-      staircase commutes with max; a per-tensor one with any reshape), so the quantizer meets its layer
+      staircase commutes with max; a per-tensor one with any reshape, a per-channel one with a flatten),
+      so the quantizer meets its layer
 
-Constant nodes become initializers and initializers are no longer graph inputs. BatchNormalization and
-the other float ops stay as they are (a BatchNorm after a bit-serial layer is fused into its epilogue).
+Constant nodes and constant Transposes become initializers; initializers are no longer graph inputs. The
+other float ops stay as they are (a BatchNorm before a residual add is fused into the layer's epilogue).
 Anything patvm cannot reproduce exactly is a one-line ModelError naming the node.
 """
 from __future__ import annotations
@@ -362,6 +365,58 @@ def _fold_transpose(graph: _Graph, node: onnx.NodeProto, factored: dict) -> None
         factored[node.output[0]] = (np.ascontiguousarray(np.transpose(integer, perm)), scale, perm.index(axis))
 
 
+def _fold_batchnorms(graph: _Graph, nodes: list) -> list:
+    """BatchNormalization [-> Relu] -> PAQuantize, where nothing else reads the BatchNorm: one per-channel
+    PAQuantize on the BatchNorm's input (times -1 in the channels of negative BN scale), with thresholds
+    found exactly in onnxruntime's BatchNorm arithmetic (patvm.frontends.qonnx.arithmetic.FoldedBatchNorm)."""
+    producers = {o: n for n in nodes for o in n.output}
+    readers = defaultdict(int)
+    for node in nodes:
+        for i in node.input:
+            readers[i] += 1
+    result = []
+    for node in nodes:
+        folded = _fold_one(graph, node, producers, readers) if paquantize.is_paquantize(node) else None
+        if folded is None:
+            result.append(node)
+        else:
+            result.extend(folded)
+    return result
+
+
+def _fold_one(graph: _Graph, q: onnx.NodeProto, producers: dict, readers: dict) -> list | None:
+    relu, bn = None, producers.get(q.input[0])
+    if bn is not None and bn.op_type == "Relu" and readers[bn.output[0]] == 1:
+        relu, bn = bn, producers.get(bn.input[0])
+    if (bn is None or bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx") or len(bn.output) != 1
+            or readers[bn.output[0]] != 1 or _attr(bn, "training_mode", 0)
+            or not all(i in graph.consts for i in bn.input[1:5])):
+        return None
+    gamma, beta, mean, var = (np.asarray(graph.consts[i]) for i in bn.input[1:5])
+    shape = graph.shapes.get(bn.input[0])
+    channels = gamma.size
+    if shape is None or len(shape) < 2 or shape[1] != channels or any(v.size != channels for v in (beta, mean, var)):
+        return None
+    thr, lv = (np.asarray(graph.consts[i], np.float32) for i in q.input[1:3])
+    if thr.ndim == 1:
+        thr, lv = np.tile(thr, (channels, 1)), np.tile(lv, (channels, 1))
+    elif thr.shape[0] != channels:
+        return None
+    a, b = ar.FoldedBatchNorm.coefficients(gamma, beta, mean, var, float(_attr(bn, "epsilon", 1e-5)))
+    sign = np.where(a < 0, np.float32(-1), np.float32(1))
+    op = ar.FoldedBatchNorm(a, b, sign, relu is not None, thr, lv)
+    tables = op.folded()
+    if tables is None or not ar.check_staircase(op, *tables):
+        return None
+    x, out = bn.input[0], []
+    if np.any(sign < 0):
+        s = graph.add_const(f"{q.output[0]}__bn_sign", sign.reshape([1, channels] + [1] * (len(shape) - 2)))
+        out.append(helper.make_node("Mul", [x, s], [f"{q.output[0]}__bn_signed"], name=f"{q.output[0]}__bn_sign"))
+        x = out[-1].output[0]
+    out.append(_paquantize(graph, q, x, q.output[0], *tables))
+    return out
+
+
 def _commute(graph: _Graph, nodes: list) -> list:
     """MaxPool / Reshape / Flatten of a PAQuantize output: the op first, the quantizer after it."""
     changed = True
@@ -371,27 +426,41 @@ def _commute(graph: _Graph, nodes: list) -> list:
         result = []
         for node in nodes:
             q = producers.get(node.input[0]) if node.input else None
+            tables = None
             if (node.op_type in COMMUTING and node.domain in ("", "ai.onnx") and len(node.output) == 1
-                    and q is not None and paquantize.is_paquantize(q) and _commutes(graph, q, node)):
-                moved = onnx.NodeProto()
-                moved.CopyFrom(node)
-                moved.input[0] = q.input[0]
-                moved.output[0] = f"{node.output[0]}__before_quantizer"
-                requant = paquantize.paquantize_node(moved.output[0], q.input[1], q.input[2], node.output[0],
-                                                     name=f"{q.name}__after_{node.op_type}")
-                result.extend([moved, requant])
-                changed = True
-            else:
+                    and q is not None and paquantize.is_paquantize(q)):
+                tables = _commuted_tables(graph, q, node)
+            if tables is None:
                 result.append(node)
+                continue
+            moved = onnx.NodeProto()
+            moved.CopyFrom(node)
+            moved.input[0] = q.input[0]
+            moved.output[0] = f"{node.output[0]}__before_quantizer"
+            requant = paquantize.paquantize_node(moved.output[0], *tables, node.output[0],
+                                                 name=f"{q.name}__after_{node.op_type}")
+            result.extend([moved, requant])
+            changed = True
         nodes = result
     return nodes
 
 
-def _commutes(graph: _Graph, q: onnx.NodeProto, node: onnx.NodeProto) -> bool:
+def _commuted_tables(graph: _Graph, q: onnx.NodeProto, node: onnx.NodeProto) -> tuple[str, str] | None:
+    """The (thresholds, levels) names of the quantizer after `node`, or None when they do not commute."""
     thr, lv = graph.consts[q.input[1]], graph.consts[q.input[2]]
-    if node.op_type == "MaxPool":
-        return bool(np.all(np.diff(lv, axis=-1) >= 0))        # max of a non-decreasing staircase
-    return thr.ndim == 1                                       # a reshape keeps per-tensor elementwise ops
+    if node.op_type == "MaxPool":                              # max of a non-decreasing staircase
+        return (q.input[1], q.input[2]) if bool(np.all(np.diff(lv, axis=-1) >= 0)) else None
+    if thr.ndim == 1:                                          # a reshape keeps per-tensor elementwise ops
+        return q.input[1], q.input[2]
+    # per channel: a flatten [n, C, ...] -> [n, C * rest] repeats each channel's row over its positions
+    before, after = graph.shapes.get(q.output[0]), graph.shapes.get(node.output[0])
+    if (before is None or after is None or None in before or None in after or len(after) != 2
+            or after[0] != before[0] or after[1] != int(np.prod(before[1:])) or before[1] != thr.shape[0]):
+        return None
+    positions = int(np.prod(before[2:]))
+    t = graph.add_const(f"{node.output[0]}__thresholds", np.repeat(thr, positions, axis=0))
+    v = graph.add_const(f"{node.output[0]}__levels", np.repeat(lv, positions, axis=0))
+    return t, v
 
 
 def _dead_code(nodes: list, outputs: set) -> list:
@@ -547,6 +616,7 @@ def to_canonical(model: onnx.ModelProto) -> onnx.ModelProto:
         for i in node.input:
             consumers[i].append(node)
     nodes = _factor_layers(graph, nodes, factored, consumers)
+    nodes = _fold_batchnorms(graph, nodes)
     nodes = _commute(graph, nodes)
     nodes = _dead_code(nodes, {o.name for o in model.graph.output})
     return _assemble(model, graph, nodes)
