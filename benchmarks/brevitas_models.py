@@ -40,7 +40,7 @@ def float_twin(model):
     import onnx
     from patvm.frontends.qonnx import to_canonical
     from patvm.onnx_format import paquantize
-    twin = to_canonical(model)
+    twin = to_canonical(model, fold_batchnorm=False)     # BatchNorms stay BatchNorms in the twin
     for node in twin.graph.node:
         if paquantize.is_paquantize(node):
             x = node.input[0]

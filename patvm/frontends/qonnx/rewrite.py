@@ -579,8 +579,9 @@ def needs_rewrite(model: onnx.ModelProto) -> bool:
     return is_qonnx(model) or has_low_bit_qcdq(model)
 
 
-def to_canonical(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The canonical PA-ONNX form of a QONNX model (a new model; `model` is not changed)."""
+def to_canonical(model: onnx.ModelProto, fold_batchnorm: bool = True) -> onnx.ModelProto:
+    """The canonical PA-ONNX form of a QONNX model (a new model; `model` is not changed).
+    fold_batchnorm=False keeps BatchNorms in front of quantizers as they are (benchmarks' float twin)."""
     graph = _Graph(model)
     nodes, factored = [], {}
     producers = {o: n for n in graph.nodes for o in n.output}
@@ -616,7 +617,8 @@ def to_canonical(model: onnx.ModelProto) -> onnx.ModelProto:
         for i in node.input:
             consumers[i].append(node)
     nodes = _factor_layers(graph, nodes, factored, consumers)
-    nodes = _fold_batchnorms(graph, nodes)
+    if fold_batchnorm:
+        nodes = _fold_batchnorms(graph, nodes)
     nodes = _commute(graph, nodes)
     nodes = _dead_code(nodes, {o.name for o in model.graph.output})
     return _assemble(model, graph, nodes)
