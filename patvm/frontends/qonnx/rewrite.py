@@ -557,15 +557,17 @@ def has_low_bit_qcdq(model: onnx.ModelProto) -> bool:
     producers = {o: n for n in model.graph.node for o in n.output}
     inits = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+        if node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx") or not node.input:
             continue
         clip = producers.get(node.input[0])
         if clip is not None and clip.op_type == "Clip" and len(clip.input) == 3:
             bounds = [inits.get(i) or _constant_of(producers.get(i)) for i in clip.input[1:3]]
             if all(b is not None for b in bounds):
-                lo, hi = (int(numpy_helper.to_array(b)) for b in bounds)
-                if hi - lo + 1 <= QCDQ_MAX_LEVELS:
-                    return True
+                values = [numpy_helper.to_array(b) for b in bounds]
+                if all(v.size == 1 and np.issubdtype(v.dtype, np.integer) for v in values):
+                    lo, hi = (int(v.reshape(())) for v in values)
+                    if hi - lo + 1 <= QCDQ_MAX_LEVELS:
+                        return True
     return False
 
 
