@@ -515,8 +515,10 @@ def _dequantize(graph: _Graph, node: onnx.NodeProto, producers: dict):
         bounds = [graph.consts.get(i) if i else None for i in list(clip.input[1:3]) + [""] * (3 - len(clip.input))]
         if any(i and b is None for i, b in zip(clip.input[1:3], bounds)):
             return None
-        lo = max(lo, int(bounds[0])) if bounds[0] is not None else lo
-        hi = min(hi, int(bounds[1])) if bounds[1] is not None else hi
+        if any(b is not None and (np.size(b) != 1 or not np.issubdtype(np.asarray(b).dtype, np.integer)) for b in bounds):
+            return None
+        lo = max(lo, int(np.asarray(bounds[0]).reshape(()))) if bounds[0] is not None else lo
+        hi = min(hi, int(np.asarray(bounds[1]).reshape(()))) if bounds[1] is not None else hi
         src = clip.input[0]
     axis = int(_attr(node, "axis", 1))
     if src in graph.consts:                                    # a weight stored as integers
