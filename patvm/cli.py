@@ -26,7 +26,9 @@ def cmd_zoo(args) -> None:
 
 def cmd_stats(args) -> None:
     from patvm import stats
-    result = stats.model_stats(stats.load_checked(args.model))
+    from patvm.frontends import qonnx
+    model = stats.load_checked(args.model)
+    result = stats.model_stats(qonnx.to_canonical(model) if qonnx.needs_rewrite(model) else model)
     print(json.dumps(result) if args.json else stats.format_table(result))
 
 
@@ -143,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", required=True)
     r.add_argument("-o", "--output")
     r.add_argument("--target", default="host")
-    r.add_argument("--verify", action="store_true", help="compare with onnxruntime on the same ONNX")
+    r.add_argument("--verify", action="store_true", help="compare with onnxruntime on the same ONNX (qonnx's executor for a QONNX model)")
     r.add_argument("--onnx", dest="verify_onnx", help="the ONNX a .so was compiled from (for --verify)")
     r.add_argument("--strategy", default="auto", choices=["auto", "bit-serial", "fp32"])
     r.set_defaults(func=cmd_run)

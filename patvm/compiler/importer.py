@@ -24,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from patvm.approx.staircase import Staircase, broadcast_per_channel
 from patvm.errors import ModelError, PatvmError, require
+from patvm.frontends import qonnx as qonnx_frontend
 from patvm.onnx_format import paquantize
 from patvm.onnx_format.validate import load_model
 
@@ -141,6 +142,8 @@ def import_model(model_or_path) -> tuple["tvm.IRModule", onnx.ModelProto, list[G
     from tvm.relax.frontend.onnx import from_onnx
 
     model = load_model(model_or_path)
+    if qonnx_frontend.needs_rewrite(model):   # Brevitas QONNX / low-bit QCDQ: into the canonical form first
+        model = qonnx_frontend.to_canonical(model)
     inputs = graph_inputs(model)
     canonical = canonicalize_quantizers(model)
     try:

@@ -65,7 +65,13 @@ def _staircase_from(captures) -> Staircase:
     return Staircase(thr, lv)
 
 
+MAX_ACTIVATION_PLANES = 16
+
+
 def check_staircase(stair: Staircase) -> str | None:
+    if stair.N > MAX_ACTIVATION_PLANES:
+        return (f"{stair.N + 1} activation levels (> {MAX_ACTIVATION_PLANES + 1}): too many planes for bit-serial "
+                "(an 8-bit quantizer has 256)")
     steps = stair.thermometer_deltas()
     if stair.per_channel and not np.all(steps == steps[:1]):
         return "per-channel level steps differ between channels (only thresholds and the bottom level may)"

@@ -105,3 +105,15 @@ def test_compare_two_modules(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "outputs identical: True" in proc.stdout and "A/B " in proc.stdout, proc.stdout
+
+
+def test_brevitas_models_quick(tmp_path):
+    """brevitas_models.py: a Brevitas CNV W2A2 and a binary ResNet through the QONNX frontend."""
+    pytest.importorskip("brevitas", reason="needs brevitas, qonnx and onnxoptimizer")
+    run_script("brevitas_models", tmp_path, "--threads", "1")
+    data = check_outputs(tmp_path, "brevitas_models")
+    assert [r["model"] for r in data["rows"]] == ["cnv-w2a2", "resnet-bin"]
+    for r in data["rows"]:
+        assert r["ms"]["patvm"]["median"] > 0 and r["ms"]["ort-fp32"]["median"] > 0
+        assert r["rel_error_vs_qonnx"] < 1e-3 and r["bit_serial_layers"] == r["layers"] - 1
+    assert "ort-qcdq" in data["rows"][0]["ms"]

@@ -1,0 +1,1 @@
+"""Frontends: other model formats rewritten into patvm's canonical form (standard ONNX + ai.patvm.PAQuantize)."""
