@@ -71,3 +71,22 @@ def test_register_tile_fits_the_registers_and_wastes_little():
     assert output_tile(14, lanes=8, registers=16, block=16) == 5     # 14 -> 15
     assert output_tile(56, lanes=16, registers=32, block=16) == 14   # AVX-512: one vector per block
     assert nchw_blocks(3, 64, 16) == (3, 16) and nchw_blocks(24, 16, 16) is None and nchw_blocks(16, 24, 16) == (16, 8)
+
+
+@pytest.mark.parametrize("group,dilation", [(2, 1), (4, 1), (1, 2), (64, 1)], ids=["groups 2", "groups 4", "dilated",
+                                                                                   "depthwise"])
+def test_grouped_and_dilated_convs_between_blocked_layers(group, dilation):
+    """ConvertLayout blocks these too (their weights' input channels divide into blocks); patvm computes them
+    with TVM's NCHW conv between unblocking and blocking steps."""
+    rng = np.random.default_rng(group + dilation)
+    g = GraphWriter("grouped")
+    x = g.input("x", [1, 64, 12, 12])
+    y = g.conv(x, rng.standard_normal((64, 64 // group, 3, 3)).astype(np.float32), None, pad=dilation, group=group,
+               dilation=dilation)
+    y = g.conv(g.relu(y), rng.standard_normal((32, 64, 3, 3)).astype(np.float32), None, pad=1)
+    g.output(y)
+    model = g.model()
+    x = rng.standard_normal((1, 64, 12, 12)).astype(np.float32)
+    want = onnxruntime_output(model, x)
+    got = patvm.compile(model, target="host", tuning_db=False).run(x)[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())

@@ -9,7 +9,8 @@ FMA. The output width is computed padded to a multiple of `ow_tile` (the tile ne
 cropped by the output block, into which the epilogue (BatchNorm, ReLU, residual add) is inlined.
 
 `patvm.compiler.layout` puts every conv2d it can into this layout with Relax's ConvertLayout, so a run of
-fp32 layers stays blocked and layout transforms happen only at its edges. A conv whose channel counts do
+fp32 layers stays blocked and layout transforms happen only at its edges. A grouped or dilated conv that
+ConvertLayout blocked is computed by TVM's NCHW conv between unblocking and blocking steps. A conv whose channel counts do
 not divide into blocks (the 3-channel stem) keeps NCHW data at the Relax level: its input is blocked
 inside the kernel (block = C) and its output is written back as NCHW by the output block.
 
@@ -65,6 +66,19 @@ def block_nchw(x: te.Tensor, block: int) -> te.Tensor:
     return te.compute((n, c // block, h, w, block), lambda b, o, y, xx, i: x[b, o * block + i, y, xx], name="block_data")
 
 
+def unblock_nchw(x: te.Tensor) -> te.Tensor:
+    """[N, C/b, H, W, b] -> [N, C, H, W]."""
+    n, cb, h, w, b = (int(v) for v in x.shape)
+    return te.compute((n, cb * b, h, w), lambda i, c, y, xx: x[i, c // b, y, xx, c % b], name="unblock_data")
+
+
+def unblock_oihw(w: te.Tensor) -> te.Tensor:
+    """[O/ob, C/ib, KH, KW, ib, ob] -> [O, C, KH, KW]."""
+    a, b, kh, kw, ib, ob = (int(v) for v in w.shape)
+    return te.compute((a * ob, b * ib, kh, kw), lambda o, c, y, xx: w[o // ob, c // ib, y, xx, c % ib, o % ob],
+                      name="unblock_weight")
+
+
 def block_oihw(w: te.Tensor, ib: int, ob: int) -> te.Tensor:
     """[O, C, KH, KW] -> [O/ob, C/ib, KH, KW, ib, ob]."""
     o, c, kh, kw = (int(v) for v in w.shape)
@@ -116,6 +130,13 @@ def legalize_conv2d(bb: BlockBuilder, call: Call, block: int, fallback) -> Expr:
     x, w = call.args
     plain = [int(d) for d in attrs.dilation] == [1, 1] and int(attrs.groups) == 1 and call.ty.shape is not None
     blocks = blocked_layout(attrs.data_layout, attrs.kernel_layout)
+    if blocks is not None and attrs.out_layout == attrs.data_layout and not plain:
+        # a grouped or dilated conv that ConvertLayout blocked: TVM's NCHW conv between (un)blocking steps
+        xn = bb.emit_te(unblock_nchw, x, primfunc_name_hint="unblock_data")
+        wn = bb.emit_te(unblock_oihw, w, primfunc_name_hint="unblock_weight")   # folded: w is a constant
+        y = bb.emit_te(topi.nn.conv, xn, wn, attrs.strides, attrs.padding, attrs.dilation, int(attrs.groups),
+                       "NCHW", "OIHW", primfunc_name_hint="conv2d")
+        return bb.call_te(block_nchw, y, blocks[1], primfunc_name_hint="block_data")
     if not plain or attrs.out_layout != attrs.data_layout or (
             blocks is None and (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW")):
         return fallback(bb, call)
