@@ -10,9 +10,9 @@ cropped by the output block, into which the epilogue (BatchNorm, ReLU, residual 
 
 `patvm.compiler.layout` puts every conv2d it can into this layout with Relax's ConvertLayout, so a run of
 fp32 layers stays blocked and layout transforms happen only at its edges. A grouped or dilated conv that
-ConvertLayout blocked is computed by TVM's NCHW conv between unblocking and blocking steps. A conv whose channel counts do
-not divide into blocks (the 3-channel stem) keeps NCHW data at the Relax level: its input is blocked
-inside the kernel (block = C) and its output is written back as NCHW by the output block.
+ConvertLayout blocked is computed by TVM's NCHW conv between unblocking and blocking steps. A conv whose
+channel counts do not divide into blocks (the 3-channel stem) keeps NCHW data at the Relax level: a small
+kernel of its own blocks its input (block = C) and the conv's output block writes NCHW.
 
 Block names are the contract with the schedule: "conv2d_blocked_pad", "conv2d_blocked",
 "conv2d_blocked_output".
