@@ -19,14 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnx.inliner  # the submodule is not imported by `import onnx`
 from onnx import TensorProto, helper, numpy_helper
 
 from patvm.approx.staircase import Staircase, broadcast_per_channel
 from patvm.errors import ModelError, PatvmError, require
 from patvm.frontends import qonnx as qonnx_frontend
 from patvm.onnx_format import paquantize
-from patvm.onnx_format.validate import load_model
+from patvm.onnx_format.validate import load_model, value_ranks
 
 
 @dataclass(frozen=True)
@@ -53,14 +52,9 @@ def graph_inputs(model: onnx.ModelProto) -> list[GraphInput]:
 
 def _value_ranks(model: onnx.ModelProto) -> dict[str, int]:
     try:
-        inferred = onnx.shape_inference.infer_shapes(onnx.inliner.inline_local_functions(model), data_prop=True)
+        return value_ranks(model)
     except Exception as exc:  # noqa: BLE001 - onnx raises several types; all mean "cannot infer"
         raise ModelError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from exc
-    ranks = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        if vi.type.tensor_type.HasField("shape"):
-            ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
-    return ranks
 
 
 def quantizer_staircase(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> Staircase:

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import onnx
+import onnx.inliner  # the submodule is not imported by `import onnx`
 from onnx import TensorProto, numpy_helper
 from onnx.external_data_helper import load_external_data_for_tensor
 
@@ -456,15 +457,21 @@ def check_patvm_functions(model: onnx.ModelProto, uses: list[QuantizerUse], sour
             source.require(problem is None, problem or "")
 
 
+def value_ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """The rank of every value ONNX shape inference can tell (model-local functions inlined first); raises
+    what onnx raises when it cannot infer."""
+    inferred = onnx.shape_inference.infer_shapes(onnx.inliner.inline_local_functions(model), data_prop=True).graph
+    return {vi.name: len(vi.type.tensor_type.shape.dim)
+            for vi in [*inferred.value_info, *inferred.input, *inferred.output]
+            if vi.type.tensor_type.HasField("shape")}
+
+
 def with_input_ranks(model: onnx.ModelProto, uses: list[QuantizerUse]) -> list[QuantizerUse]:
     """`uses` with the rank of each node's input, where ONNX shape inference can tell it."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model).graph
+        ranks = value_ranks(model)
     except Exception:  # noqa: BLE001 - an unknown rank is probed at several ranks instead
         return uses
-    ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
-             for vi in [*inferred.input, *inferred.value_info, *inferred.output]
-             if vi.type.tensor_type.HasField("shape")}
     return [dataclasses.replace(use, rank=ranks.get(use.input_name)) for use in uses]
 
 

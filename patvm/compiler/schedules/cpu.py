@@ -268,8 +268,10 @@ class GenericCPU(ScheduleRule):
         if spatial < len(iters):
             # reduction: (a vector's worth of) the innermost spatial loop goes inside the reductions, vectorised
             reductions = loops[len(loops) - (len(iters) - spatial):]
-            if loop_extent(sch, inner) > 64 and largest_divisor(loop_extent(sch, inner), (16, 8, 4)) > 1:
-                _, inner = sch.split(inner, [None, largest_divisor(loop_extent(sch, inner), (16, 8, 4))])
+            width = loop_extent(sch, inner)
+            vector = largest_divisor(width, (16, 8, 4))
+            if width > 64 and vector > 1:
+                _, inner = sch.split(inner, [None, vector])
             if 4 <= loop_extent(sch, inner) <= 64:
                 sch.reorder(*reductions, inner)
                 sch.vectorize(inner)
