@@ -21,7 +21,7 @@ SIDECAR_SUFFIX = ".json"
 class CompiledModel:
     def __init__(self, module, target_name: str, family: str, inputs: list[dict], layers: list[dict],
                  cross_compiler: str | None = None, compile_seconds: float | None = None,
-                 schedules: dict | None = None):
+                 schedules: dict | None = None, weight_codes: bool = False):
         self.module = module                  # tvm Executable (fresh build) or runtime Module (loaded)
         self.target_name = target_name
         self.family = family
@@ -31,6 +31,10 @@ class CompiledModel:
         self.compile_seconds = compile_seconds
         # {"database": folder or None, "shipped": bool, "kernels": n, "tuned": [kernel names]}
         self.schedules = schedules or {}
+        # weights stored as codes (patvm.compiler.weight_codes): expanded once, shared by every thread's VM
+        self.weight_codes = weight_codes
+        self._expanded: list | None = None
+        self._expand_lock = threading.Lock()
         self._local = threading.local()       # one VM per thread: a VM is not thread-safe
 
     # ---- running
@@ -48,6 +52,17 @@ class CompiledModel:
             vm = relax.VirtualMachine(self.module, self._device())
             self._local.vm = vm
         return vm
+
+    def expanded_weights(self) -> list:
+        """The expanded weights `main` takes after its inputs (none unless the module stores codes)."""
+        if not self.weight_codes:
+            return []
+        with self._expand_lock:
+            if self._expanded is None:
+                from patvm.compiler.weight_codes import CODES_FUNCTION
+                vm = self._vm()
+                self._expanded = list(vm["main_transform_params"](vm[CODES_FUNCTION]()))
+            return self._expanded
 
     def _arguments(self, inputs) -> list[np.ndarray]:
         if isinstance(inputs, dict):
@@ -80,7 +95,7 @@ class CompiledModel:
         import tvm
         dev = self._device()
         args = [tvm.runtime.tensor(a, dev) for a in self._arguments(inputs)]
-        result = self._vm()["main"](*args)
+        result = self._vm()["main"](*args, *self.expanded_weights())
         return _to_numpy(result)
 
     def time(self, inputs, number: int = 5, repeat: int = 20, min_repeat_ms: int = 50) -> np.ndarray:
@@ -89,7 +104,7 @@ class CompiledModel:
         dev = self._device()
         args = [tvm.runtime.tensor(a, dev) for a in self._arguments(inputs)]
         timer = self._vm().time_evaluator("main", dev, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
-        return np.asarray(timer(*args).results) * 1e3
+        return np.asarray(timer(*args, *self.expanded_weights()).results) * 1e3
 
     # ---- files
     def export(self, path: str | os.PathLike) -> None:
@@ -105,7 +120,8 @@ class CompiledModel:
             except Exception as exc:  # noqa: BLE001 - a missing cross compiler, a full disk, ...
                 raise PatvmError(f"cannot export {path}: {str(exc).strip().splitlines()[-1][:200]}") from exc
         meta = {"format": "patvm-module-1", "target": self.target_name, "family": self.family,
-                "inputs": self.inputs, "layers": self.layers, "schedules": self.schedules}
+                "inputs": self.inputs, "layers": self.layers, "schedules": self.schedules,
+                "weight_codes": self.weight_codes}
         atomic_write_bytes(path + SIDECAR_SUFFIX, json.dumps(meta, indent=1).encode())
 
     # ---- report
@@ -170,7 +186,7 @@ def load_module(path: str | os.PathLike) -> CompiledModel:
     except Exception as exc:  # noqa: BLE001 - TVM raises its own error types for unloadable files
         raise PatvmError(f"cannot load {path}: {str(exc).strip().splitlines()[-1][:200]}") from exc
     return CompiledModel(module, meta["target"], meta["family"], meta["inputs"], meta["layers"],
-                         schedules=meta.get("schedules"))
+                         schedules=meta.get("schedules"), weight_codes=bool(meta.get("weight_codes")))
 
 
 def module_source(module, fmt: str = "asm") -> str:

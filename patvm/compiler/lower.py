@@ -6,7 +6,8 @@ For a match, at compile time:
   input    thresholds -> a [C, NA] table for the packer; thermometer steps d_j; bottom level a0;
   scales   phi[i, j] = s_i * d_j; window_coef[j] = w0 * d_j; base_term = sum_c a0[c] * W_bar[o, c, :, :].
 At run time: pack_activation_planes (once per quantizer, however many layers it feeds) then
-bitserial_conv2d. The conv PrimFunc is marked out-elementwise-fusable so that Relax's FuseOps folds the
+bitserial_conv2d. A matched layer that takes the fp32 path keeps its conv2d / matmul, with the weights
+stored as codes and expanded once, at load time (patvm.compiler.weight_codes). The conv PrimFunc is marked out-elementwise-fusable so that Relax's FuseOps folds the
 epilogue (bias, BatchNorm, residual add, ReLU) into it; patvm.compiler.fuse_packing then adds the next
 layer's packer to that kernel.
 """
@@ -20,10 +21,11 @@ from tvm import relax, te
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from patvm.approx.planes import decompose_weights
-from patvm.compiler.match import LayerMatch, match_layer, static_shape
+from patvm.compiler.match import LayerMatch, const_value, match_layer, static_shape
 from patvm.compiler.ops.bitserial import ConvGeometry, bitserial_conv2d
 from patvm.compiler.ops.packing import pack_activation_planes, pack_weight_planes
 from patvm.compiler.strategy import StrategyPolicy
+from patvm.compiler.weight_codes import CODES_FUNCTION, WeightCodes, encode_weights, expand_weight_codes
 
 OP_PATTERN_OUT_ELEMWISE_FUSABLE = 4
 OP_PATTERN_OPAQUE = 8
@@ -102,6 +104,13 @@ def make_conv_func(a_shape, consts: BinaryLayerConstants, geometry: ConvGeometry
     return _prim_func(args, out, OP_PATTERN_OUT_ELEMWISE_FUSABLE, "bitserial_conv2d")
 
 
+def make_expand_func(codes: WeightCodes):
+    words = te.placeholder(codes.words.shape, "uint32", "words")
+    values = te.placeholder(codes.values.shape, "float32", "values")
+    return _prim_func([words, values], expand_weight_codes(words, values, codes.bits, codes.shape),
+                      OP_PATTERN_OPAQUE, "expand_weight_codes")
+
+
 @mutator
 class BinaryLayerRewriter(PyExprMutator):
     """Rewrites matched conv2d/matmul calls; records a LayerReport for every conv2d/matmul it sees."""
@@ -113,6 +122,7 @@ class BinaryLayerRewriter(PyExprMutator):
         self.reports: list[LayerReport] = []
         self._packed: dict = {}      # quantizer output -> packed planes (pack once per quantizer)
         self._funcs: dict = {}       # PrimFunc cache: identical layer shapes share one kernel (and one tuning task)
+        self.code_params: list[tuple[relax.Var, WeightCodes]] = []   # new parameters of main: weight codes
 
     def _global(self, key, build, name):
         """(GlobalVar, output shape) of the kernel for `key`, built on first use."""
@@ -154,8 +164,23 @@ class BinaryLayerRewriter(PyExprMutator):
         report.workload = workload_key(match)
         strategy, report.reason = self.policy.choose(report.workload, planes)
         if strategy != "bit-serial":
-            return call
+            return self._fp32_from_codes(call, report)
         return self._lower(match, consts, report)
+
+    def _fp32_from_codes(self, call: relax.Call, report: LayerReport) -> relax.Expr:
+        """The layer's own conv2d / matmul, its constant weight replaced by the expansion of its codes."""
+        codes = encode_weights(const_value(call.args[1]))
+        if codes is None:
+            return call
+        words = relax.Var(f"weight_codes_{report.index}", relax.TensorType(codes.words.shape, "uint32"))
+        self.code_params.append((words, codes))
+        gv, shape = self._global(("expand", codes.words.shape, codes.bits, codes.shape),
+                                 lambda: make_expand_func(codes), "expand_weight_codes")
+        weight = self.builder_.emit(relax.call_tir(gv, [words, relax.const(codes.values)],
+                                                   relax.TensorType(shape, "float32")))
+        report.weight_kind = f"{codes.bits}-bit codes"
+        report.packed_weight_bytes = codes.nbytes
+        return relax.Call(call.op, [call.args[0], weight], call.attrs, call.ty_args)
 
     def _lower(self, match: LayerMatch, consts: BinaryLayerConstants, report: LayerReport) -> relax.Expr:
         x = match.x
@@ -188,10 +213,19 @@ def workload_key(match: LayerMatch) -> str:
 
 def lower_binary_layers(mod: tvm.IRModule, policy: StrategyPolicy | None = None
                         ) -> tuple[tvm.IRModule, list[LayerReport]]:
-    """Rewrite `main`; returns the new module (dead quantizer chains removed) and the per-layer report."""
+    """Rewrite `main`; returns the new module (dead quantizer chains removed) and the per-layer report.
+    Weight codes become parameters of `main` after its inputs (`num_input` says how many inputs), and the
+    function CODES_FUNCTION returns their values."""
     func = mod["main"]
     rewriter = BinaryLayerRewriter(mod, relax.analysis.get_var2val(func), policy or StrategyPolicy("bit-serial"))
     new_main = rewriter.visit_expr(func)
+    if rewriter.code_params:
+        params = list(new_main.params) + [var for var, _ in rewriter.code_params]
+        new_main = relax.Function(params, new_main.body, new_main.ret_ty, new_main.is_pure, new_main.attrs)
+        new_main = new_main.with_attr("num_input", len(func.params))
     rewriter.builder_.update_func(rewriter.builder_.get().get_global_var("main"), new_main)
     new_mod = relax.transform.DeadCodeElimination(["main"])(rewriter.builder_.get())
+    if rewriter.code_params:
+        codes = relax.Tuple([relax.const(c.words) for _, c in rewriter.code_params])
+        new_mod[CODES_FUNCTION] = relax.Function([], codes).with_attr("global_symbol", CODES_FUNCTION)
     return new_mod, rewriter.reports

@@ -19,6 +19,7 @@ from patvm.compiler.build import build, prepare
 from patvm.compiler.importer import import_model
 from patvm.compiler.lower import lower_binary_layers
 from patvm.compiler.strategy import StrategyPolicy, default_policy, read_strategies
+from patvm.compiler.weight_codes import CODES_FUNCTION
 from patvm.runtime import CompiledModel, layer_dicts
 from patvm.targets import resolve_target
 
@@ -41,11 +42,13 @@ def compile_model(model_or_path, target="host", tuning_db=None, strategy="auto")
     database, measured, source = open_tuning(spec, tuning_db)
     mod, reports, inputs = frontend(model_or_path, default_policy(spec, strategy, measured))
     mod = prepare(mod, spec)
+    weight_codes = any(gv.name_hint == CODES_FUNCTION for gv in mod.get_global_vars())
     executable, schedules = build(mod, spec, database)
     return CompiledModel(executable, spec.name, spec.family,
                          [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs],
                          layer_dicts(reports), cross_compiler=spec.cross_compiler,
-                         compile_seconds=time.perf_counter() - start, schedules={**source, **schedules})
+                         compile_seconds=time.perf_counter() - start, schedules={**source, **schedules},
+                         weight_codes=weight_codes)
 
 
 def open_tuning(spec, tuning_db):

@@ -298,6 +298,20 @@ def test_runner_tuple_outputs_and_errors_natively(tmp_path):
     assert run().returncode == 1
 
 
+def test_runner_expands_weight_codes_natively(tmp_path):
+    """A layer on the fp32 path stores its weights as codes: the runner expands them once and gives what
+    onnxruntime gives (dyadic values: exact)."""
+    model, x = binary_layer_model(kind="conv", C=16, O=8, H=6, batch=1)
+    compiled = patvm.compile(model, target="host", strategy="fp32")
+    assert compiled.weight_codes, compiled.report()
+    compiled.export(tmp_path / "codes.so")
+    np.save(tmp_path / "x.npy", x)
+    proc = subprocess.run([str(_native_runner(tmp_path)), "codes.so", "x.npy", "-o", "y.npy"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), onnxruntime_run(model, {"x": x})[0])
+
+
 # ---- patvm deploy ----------------------------------------------------------------------------------------
 def test_cli_deploy_build_run_verify(tmp_path, arm_runtime, capsys):
     import onnx
