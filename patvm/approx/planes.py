@@ -65,7 +65,9 @@ def decompose_weights(w_bar: np.ndarray, max_values: int = MAX_WEIGHT_VALUES) ->
 
     One-hot: a plane per value other than the offset (0 when 0 occurs, else the most frequent value).
     Basis: when the K = 2^b values are the subset sums of b generators over the smallest value (ABC-Net),
-    b planes, taken only when it reproduces every value exactly in float64. The smaller of the two wins.
+    b planes, taken only when it reproduces every value exactly in float64.
+    Binary: when the values are evenly spaced (lo + k*d, every integer quantizer, e.g. the 7 values of a
+    narrow-range 3-bit one), the bits of k: ceil(log2(K)) planes with scales d * 2^b. The fewest wins.
     """
     w = np.asarray(w_bar, np.float32)
     values, inverse, counts = np.unique(w, return_inverse=True, return_counts=True)
@@ -96,7 +98,27 @@ def decompose_weights(w_bar: np.ndarray, max_values: int = MAX_WEIGHT_VALUES) ->
             candidate = WeightPlanes(lo, np.asarray(gens), planes, "basis")
             if np.array_equal(candidate.reconstruct(), w.astype(np.float64)):  # exact, or one-hot stays
                 best = candidate
+    binary = _binary_planes(w, values, inverse)
+    if binary is not None and binary.count < best.count:
+        best = binary
     return best
+
+
+def _binary_planes(w: np.ndarray, values: np.ndarray, inverse: np.ndarray) -> WeightPlanes | None:
+    """The binary decomposition of evenly spaced values (see decompose_weights), or None."""
+    if len(values) < 3:
+        return None
+    lo = float(values[0])
+    offsets = values.astype(np.float64) - lo
+    step = float(np.min(np.diff(offsets)))
+    k = offsets / step
+    if not np.array_equal(k, np.rint(k)):
+        return None
+    bits = int(k[-1]).bit_length()
+    codes = np.rint(k).astype(np.int64)[inverse]
+    planes = np.stack([(codes >> b) & 1 for b in range(bits)]).astype(bool)
+    candidate = WeightPlanes(lo, step * 2.0 ** np.arange(bits), planes, "binary")
+    return candidate if np.array_equal(candidate.reconstruct(), w.astype(np.float64)) else None
 
 
 def conv2d_nchw(x: np.ndarray, w: np.ndarray, stride: int = 1, pad: int = 0) -> np.ndarray:

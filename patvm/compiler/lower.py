@@ -53,12 +53,17 @@ class LayerReport:
 class BinaryLayerConstants:
     """Everything the bit-serial kernel needs, derived at compile time from one match."""
 
-    thresholds: np.ndarray          # [C, NA] float32
+    thresholds: np.ndarray          # [C, N] float32
+    binary_planes: int | None       # NA for evenly spaced levels (the count's bits), else None: NA = N
     packed_weights: np.ndarray      # [K, K, NW, CW, O] uint64
     phi: np.ndarray                 # [NW, NA] float32
     window_coef: np.ndarray | None  # [NA] float32
     base_term: np.ndarray | None    # [O, K, K] float32
     weight_kind: str
+
+    @property
+    def activation_planes(self) -> int:
+        return int(self.phi.shape[1])
 
 
 def binary_layer_constants(match: LayerMatch) -> BinaryLayerConstants:
@@ -67,6 +72,9 @@ def binary_layer_constants(match: LayerMatch) -> BinaryLayerConstants:
     thresholds = np.ascontiguousarray(np.broadcast_to(stair.thresholds, (channels, stair.N))).astype(np.float32)
     steps = stair.thermometer_deltas()
     steps = steps[0] if steps.ndim == 2 else steps                 # equal over channels (checked)
+    binary = stair.binary_planes()
+    if binary:
+        steps = steps[0] * 2.0 ** np.arange(binary)                # plane b counts 2^b steps
     bottom = np.broadcast_to(stair.levels[..., 0].astype(np.float64), (channels,))
     wp = decompose_weights(w_bar)
     planes, scales = wp.planes, wp.scales
@@ -77,7 +85,7 @@ def binary_layer_constants(match: LayerMatch) -> BinaryLayerConstants:
     base_term = None
     if np.any(bottom != 0):
         base_term = np.einsum("c,ockl->okl", bottom, w_bar.astype(np.float64)).astype(np.float32)
-    return BinaryLayerConstants(thresholds, pack_weight_planes(planes), phi, window_coef, base_term, wp.kind)
+    return BinaryLayerConstants(thresholds, binary, pack_weight_planes(planes), phi, window_coef, base_term, wp.kind)
 
 
 def _prim_func(args: list[te.Tensor], out: te.Tensor, pattern: int, kernel: str):
@@ -86,10 +94,10 @@ def _prim_func(args: list[te.Tensor], out: te.Tensor, pattern: int, kernel: str)
     return func, [int(s) for s in out.shape]
 
 
-def make_pack_func(x_shape, thresholds_shape):
+def make_pack_func(x_shape, thresholds_shape, binary_planes: int | None):
     X = te.placeholder(x_shape, "float32", "X")
     T = te.placeholder(thresholds_shape, "float32", "thresholds")
-    return _prim_func([X, T], pack_activation_planes(X, T), OP_PATTERN_OPAQUE, "pack")
+    return _prim_func([X, T], pack_activation_planes(X, T, binary_planes), OP_PATTERN_OPAQUE, "pack")
 
 
 def make_conv_func(a_shape, consts: BinaryLayerConstants, geometry: ConvGeometry):
@@ -131,11 +139,13 @@ class BinaryLayerRewriter(PyExprMutator):
             self._funcs[key] = (self.builder_.add_func(func, name), out_shape)
         return self._funcs[key]
 
-    def _pack(self, match: LayerMatch, x4: relax.Expr, x_shape, thresholds: np.ndarray) -> relax.Expr:
+    def _pack(self, match: LayerMatch, x4: relax.Expr, x_shape, consts: BinaryLayerConstants) -> relax.Expr:
         key = (match.quantized, x_shape)
+        thresholds, binary = consts.thresholds, consts.binary_planes
         if key not in self._packed:
-            gv, out = self._global(("pack", x_shape, thresholds.shape),
-                                   lambda: make_pack_func(x_shape, thresholds.shape), "pa_pack_activation_planes")
+            gv, out = self._global(("pack", x_shape, thresholds.shape, binary),
+                                   lambda: make_pack_func(x_shape, thresholds.shape, binary),
+                                   "pa_pack_activation_planes")
             self._packed[key] = self.builder_.emit(
                 relax.call_tir(gv, [x4, relax.const(thresholds)], relax.TensorType(out, "uint64")))
         return self._packed[key]
@@ -159,7 +169,8 @@ class BinaryLayerRewriter(PyExprMutator):
             report.reason = match.reason
             return call
         consts = binary_layer_constants(match)
-        planes = int(consts.packed_weights.shape[2]) * match.staircase.N
+        report.N = consts.activation_planes
+        planes = int(consts.packed_weights.shape[2]) * consts.activation_planes
         report.M = int(consts.packed_weights.shape[2])
         report.workload = workload_key(match)
         strategy, report.reason = self.policy.choose(report.workload, planes)
@@ -188,7 +199,7 @@ class BinaryLayerRewriter(PyExprMutator):
         if match.kind == "dense":
             x_shape = (x_shape[0], x_shape[1], 1, 1)
             x = self.builder_.emit(relax.op.reshape(x, x_shape))
-        packed = self._pack(match, x, x_shape, consts.thresholds)
+        packed = self._pack(match, x, x_shape, consts)
         a_shape = tuple(int(s) for s in packed.ty.shape)
         geometry = ConvGeometry(match.stride, match.pad, int(match.weight.shape[2]))
         key = ("conv", a_shape, consts.packed_weights.shape, consts.phi.shape, geometry,
