@@ -36,6 +36,11 @@ class WeightPlanes:
     def count(self) -> int:
         return int(self.scales.shape[0])
 
+    @property
+    def cost(self) -> int:
+        """Planes a bit-serial kernel computes: an offset is one more, all-ones, plane (the window count)."""
+        return self.count + (self.offset != 0)
+
     def reconstruct(self) -> np.ndarray:
         return self.offset + np.tensordot(self.scales, self.planes.astype(np.float64), axes=1)
 
@@ -67,7 +72,8 @@ def decompose_weights(w_bar: np.ndarray, max_values: int = MAX_WEIGHT_VALUES) ->
     Basis: when the K = 2^b values are the subset sums of b generators over the smallest value (ABC-Net),
     b planes, taken only when it reproduces every value exactly in float64.
     Binary: when the values are evenly spaced (lo + k*d, every integer quantizer, e.g. the 7 values of a
-    narrow-range 3-bit one), the bits of k: ceil(log2(K)) planes with scales d * 2^b. The fewest wins.
+    narrow-range 3-bit one), the bits of k: ceil(log2(K)) planes with scales d * 2^b. The fewest planes
+    win, an offset counting as one more (WeightPlanes.cost).
     """
     w = np.asarray(w_bar, np.float32)
     values, inverse, counts = np.unique(w, return_inverse=True, return_counts=True)
@@ -85,7 +91,7 @@ def decompose_weights(w_bar: np.ndarray, max_values: int = MAX_WEIGHT_VALUES) ->
         diffs = values[1:].astype(np.float64) - lo
         tol = 1e-6 * max(1.0, float(np.max(np.abs(values))))
         gens = _subset_sum_generators(diffs, tol)
-        if gens is not None and len(gens) < best.count:
+        if gens is not None and len(gens) + (lo != 0) < best.cost:
             # the bit pattern of each value: greedy from the largest generator down is unique here
             bits = np.zeros((len(gens), len(values)), bool)
             for k, d in enumerate(values.astype(np.float64) - lo):
@@ -99,7 +105,7 @@ def decompose_weights(w_bar: np.ndarray, max_values: int = MAX_WEIGHT_VALUES) ->
             if np.array_equal(candidate.reconstruct(), w.astype(np.float64)):  # exact, or one-hot stays
                 best = candidate
     binary = _binary_planes(w, values, inverse)
-    if binary is not None and binary.count < best.count:
+    if binary is not None and binary.cost < best.cost:
         best = binary
     return best
 

@@ -9,11 +9,12 @@ import patvm
 from patvm.approx import Staircase
 from patvm.onnx_format import GraphWriter
 
-# (activation levels, weight values): 2-bit, 3-bit and 4-bit unsigned activations, narrow-range 3-bit and
-# 2-bit weights, a 3-level staircase (thermometer already minimal), per-channel thresholds
+# (activation levels, weight values, per-channel, (activation planes N, weight planes M)): 2-, 3- and 4-bit
+# unsigned activations; narrow-range 3-bit weights (binary: 3 planes + the offset's, not 6), 2-bit weights
+# (one-hot and binary cost the same), {-1,+1} weights, per-channel thresholds with a non-zero bottom level
 CASES = {
     "a2 w3": (4, np.array([-3, -2, -1, 0, 1, 2, 3]) / 8, False, (2, 3)),
-    "a3 w2": (8, np.array([-2, -1, 0, 1]) / 4, False, (3, 2)),
+    "a3 w2": (8, np.array([-2, -1, 0, 1]) / 4, False, (3, 3)),   # one-hot 3 = binary 2 + the offset's plane
     "a4 w1": (16, np.array([-1, 1]) / 2, False, (4, 1)),
     "a3 per-channel": (8, np.array([-3, -1, 1, 3]) / 8, True, (3, 2)),
 }
