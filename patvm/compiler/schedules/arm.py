@@ -54,15 +54,18 @@ def word_groups(k_h: int, k_w: int, c_w: int) -> tuple[str, tuple[int, int, int]
 def pixel_stride(sch: s_tir.Schedule, counts) -> int:
     """The conv stride, read off the counts block: its activation column index is ow * stride + kw."""
     block = sch.get(counts)
-    column = block.reads[0].region[2].min
     ow = block.iter_vars[2].var
-    coefficient, _ = tvm.sym.detect_linear_equation(column, [ow])
-    return int(coefficient)
+    for read in block.reads:          # counts (6-d), the activations and the weights (5-d, no ow)
+        if len(read.region) == 5:
+            coefficient, _ = tvm.sym.detect_linear_equation(read.region[2].min, [ow])
+            if int(coefficient):
+                return int(coefficient)
+    raise ValueError("the counts block reads no activation column ow * stride + kw")
 
 
 class BitSerialNEON(BitSerialCPU):
-    """BitSerialCPU on aarch64 with the NEON counts micro-kernel; other targets and layers whose output
-    channels are odd are left to the next rule (BitSerialCPU)."""
+    """BitSerialCPU on aarch64 with the NEON counts micro-kernel. Other targets, layers with an odd number
+    of output channels and layers with a single reduction word are left to the next rule (BitSerialCPU)."""
 
     def apply(self, func, target: Target, tunable: bool):
         if not is_aarch64(target) or not isinstance(func, tvm.tirx.PrimFunc):
@@ -70,8 +73,9 @@ class BitSerialNEON(BitSerialCPU):
         sch = s_tir.Schedule(func)
         if COUNT_BLOCK not in block_names(sch):
             return None
-        ow_, o_ = (int(iv.dom.extent) for iv in sch.get(sch.get_sblock(COUNT_BLOCK)).iter_vars[2:6:3])
-        if neon_tiles(ow_, o_) is None:
+        extents = [int(iv.dom.extent) for iv in sch.get(sch.get_sblock(COUNT_BLOCK)).iter_vars]
+        ow_, o_, words = extents[2], extents[5], extents[6] * extents[7] * extents[8]
+        if neon_tiles(ow_, o_) is None or words == 1:   # one word per output: no byte sums to keep
             return None
         return super().apply(func, target, tunable)
 
@@ -91,6 +95,8 @@ class BitSerialNEON(BitSerialCPU):
         at, (g_h, g_w, g_c) = word_groups(k_h, k_w, c_w)
         if at == "cw_inner":
             _, tile["cw_inner"] = sch.split(tile["cw"], [None, g_c])
+        nest = ("kh", "kw", "cw", "cw_inner", "ow", "o")    # the loops below the tile's, outer to inner
+        at = next(name for name in nest[nest.index(at):] if name in tile)   # unit loops are not in `tile`
         pixels = int(sch.get(tile["ow"]).extent) if "ow" in tile else 1
         channels = int(sch.get(tile["o"]).extent)
         intrin = popcount_tile_intrin(PopcountTile(g_h, g_w, g_c, pixels, channels, pixel_stride(sch, counts),
