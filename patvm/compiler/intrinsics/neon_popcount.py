@@ -21,8 +21,9 @@ import tvm.script
 from tvm import s_tir
 from tvm.script import tirx as T
 
-MAX_BYTE_WORDS = 31          # 31 * 8 = 248 <= 255: byte sums of cnt cannot overflow within a group
+MAX_GROUP_WORDS = 1023       # uint16 lanes gain <= 64 per word (2 bytes <= 32): 1023 * 64 <= 65535
 LANES_U64 = 2                # uint64 lanes of a 128-bit NEON register
+TREE_VECTORS = 4             # weight vectors (8 channels) merged by one addp tree
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,16 @@ class PopcountTile:
     pixels: int
     channels: int
     stride: int
-    unroll_words: bool = True    # unroll the kw x cw words of a kernel row in the micro-kernel
+    unroll: str = "row"          # words unrolled in the micro-kernel: "row" (kw x cw), "cw" or "none"
+
+    @property
+    def tree_vectors(self) -> int:
+        """Weight vectors per addp tree: 4 (8 channels), or all of them for 2 or 4 channels."""
+        return min(TREE_VECTORS, self.channels // LANES_U64)
+
+    @property
+    def trees(self) -> int:
+        return self.channels // LANES_U64 // self.tree_vectors
 
     @property
     def words(self) -> int:
@@ -44,13 +54,13 @@ class PopcountTile:
     @property
     def name(self) -> str:
         return (f"patvm_neon_popcount_k{self.kh}x{self.kw}_cw{self.cw}_p{self.pixels}_o{self.channels}"
-                f"_s{self.stride}{'_u' if self.unroll_words else ''}")
+                f"_s{self.stride}_u{self.unroll}")
 
     def check(self) -> None:
-        if self.words > MAX_BYTE_WORDS:
-            raise ValueError(f"{self.words} words per group: the byte sums could overflow (at most {MAX_BYTE_WORDS})")
-        if self.channels % LANES_U64:
-            raise ValueError(f"{self.channels} channels: a multiple of {LANES_U64} is needed")
+        if self.words > MAX_GROUP_WORDS:
+            raise ValueError(f"{self.words} words per group: the sums could overflow (at most {MAX_GROUP_WORDS})")
+        if self.channels not in (2, 4) and self.channels % (TREE_VECTORS * LANES_U64):
+            raise ValueError(f"{self.channels} channels: 2, 4 or a multiple of {TREE_VECTORS * LANES_U64} needed")
 
 
 def _strides(n: int) -> list:
@@ -104,11 +114,13 @@ def _shapes(t: PopcountTile) -> dict:
 
 
 def _implementation(t: PopcountTile):
-    """Byte sums in registers (and, cnt, add per word), widened into the uint64 counts once per call."""
+    """Per word and pixel: and + cnt for each weight vector, an addp tree that merges up to 4 of them into
+    one register (8 channels x 2 bytes), one uadalp into uint16 sums; widened into the counts once."""
     i64 = T.int64
     span = (t.pixels - 1) * t.stride + t.kw
-    vectors = t.channels // LANES_U64
-    word_loop = T.unroll if t.unroll_words else T.serial
+    tree, trees = t.tree_vectors, t.trees
+    kw_loop = T.unroll if t.unroll == "row" else T.serial
+    cw_loop = T.unroll if t.unroll in ("row", "cw") else T.serial
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, w: T.handle, c: T.handle):
@@ -122,27 +134,53 @@ def _implementation(t: PopcountTile):
             T.reads(C[0, 0, 0:t.pixels, 0, 0, 0:t.channels], A[0, 0:t.kh, 0:span, 0, 0:t.cw],
                     W[0:t.kh, 0:t.kw, 0, 0:t.cw, 0:t.channels])
             T.writes(C[0, 0, 0:t.pixels, 0, 0, 0:t.channels])
-            # one uint8x16 register of byte counts per (pixel, channel pair): promoted to registers
-            acc = T.decl_buffer((t.pixels, vectors, 16), "uint8", scope="local")
-            for p, q in T.grid(t.pixels, vectors):
-                acc[p, q, T.ramp(0, 1, 16)] = T.broadcast(T.uint8(0), 16)
+            # one uint16x8 register per (pixel, tree of channels): promoted to registers by LLVM
+            acc = T.decl_buffer((t.pixels, trees, 8), "uint16", scope="local")
+            for p in T.unroll(t.pixels):
+                for r in T.unroll(trees):
+                    acc[p, r, T.ramp(0, 1, 8)] = T.broadcast(T.uint16(0), 8)
             for kh in T.serial(i64(t.kh)):
-                for kw in word_loop(i64(t.kw)):
-                    for cw in word_loop(i64(t.cw)):
+                for kw in kw_loop(i64(t.kw)):
+                    for cw in cw_loop(i64(t.cw)):
                         for p in T.unroll(t.pixels):
-                            for q in T.unroll(vectors):
-                                acc[p, q, T.ramp(0, 1, 16)] = acc.vload([p, q, 0], "uint8x16") + T.popcount(
-                                    T.reinterpret("uint8x16", T.broadcast(A[0, kh, p * t.stride + kw, 0, cw], 2)
-                                                  & W.vload([kh, kw, 0, cw, q * 2], "uint64x2")))
-            for p, q in T.grid(t.pixels, vectors):
-                C[0, 0, p, 0, 0, T.ramp(q * 2, 1, 2)] = C.vload([0, 0, p, 0, 0, q * 2], "uint64x2") + \
-                    T.call_llvm_pure_intrin("uint64x2", "llvm.aarch64.neon.uaddlp",
-                                            T.call_llvm_pure_intrin("uint32x4", "llvm.aarch64.neon.uaddlp",
-                                                                    T.call_llvm_pure_intrin(
-                                                                        "uint16x8", "llvm.aarch64.neon.uaddlp",
-                                                                        acc.vload([p, q, 0], "uint8x16"))))
+                            for r in T.unroll(trees):
+                                acc[p, r, T.ramp(0, 1, 8)] = acc.vload([p, r, 0], "uint16x8") + _pairwise_u16(
+                                    _count_tree(T.broadcast(A[0, kh, p * t.stride + kw, 0, cw], 2),
+                                                [W.vload([kh, kw, 0, cw, (r * tree + v) * 2], "uint64x2")
+                                                 for v in range(tree)]))
+            for p in T.unroll(t.pixels):
+                for r in T.unroll(trees):
+                    C[0, 0, p, 0, 0, T.ramp(r * tree * 2, 1, tree * 2)] = \
+                        C.vload([0, 0, p, 0, 0, r * tree * 2], f"uint64x{tree * 2}") + \
+                        _channel_sums(acc.vload([p, r, 0], "uint16x8"), tree)
 
     return impl
+
+
+def _neon(name: str, dtype: str, *args):
+    return T.call_llvm_pure_intrin(dtype, f"llvm.aarch64.neon.{name}", *args)
+
+
+def _count_tree(activation, weights: list):
+    """uint8x16 of byte counts of activation & each weight vector (each byte <= 8), merged by an addp
+    tree: 1, 2 or 4 vectors -> one register whose bytes stay per channel (<= 32 each)."""
+    level = [T.popcount(T.reinterpret("uint8x16", activation & w)) for w in weights]
+    while len(level) > 1:
+        level = [_neon("addp", "uint8x16", level[k], level[k + 1]) for k in range(0, len(level), 2)]
+    return level[0]
+
+
+def _pairwise_u16(bytes_u8x16):
+    """uaddlp: pairs of bytes -> uint16 (added into the accumulator, LLVM makes it uadalp)."""
+    return _neon("uaddlp", "uint16x8", bytes_u8x16)
+
+
+def _channel_sums(sums_u16x8, tree: int):
+    """The accumulator (2 * tree channels, 8 / (2 * tree) uint16 lanes each) -> one uint64 per channel."""
+    if tree == 4:
+        return T.Cast("uint64x8", sums_u16x8)
+    u32 = _neon("uaddlp", "uint32x4", sums_u16x8)
+    return T.Cast("uint64x4", u32) if tree == 2 else _neon("uaddlp", "uint64x2", u32)
 
 
 _REGISTERED: set[str] = set()

@@ -1,12 +1,13 @@
 """The bit-serial conv on aarch64 NEON: BitSerialCPU's loop nest, with the counts of each register tile
-computed by the NEON micro-kernel of patvm.compiler.intrinsics.neon_popcount (byte sums of `cnt` kept in
-registers over a group of up to 31 words, widened once per group).
+computed by the NEON micro-kernel of patvm.compiler.intrinsics.neon_popcount (and, cnt, an addp tree
+and one uadalp per activation word, uint16 sums in registers, widened once per group of words).
 
 Differences from the generic CPU schedule: the zero-padded activations are materialised (their own
 parallel loop nest, a copy of the input) so that the micro-kernel reads plain words, not a padding
-select; the tile is chosen so that its byte accumulators (pixels x channels / 2 registers) plus the
-weight vectors fit the 32 NEON registers; and the reduction (kh, kw, cw) is cut into groups of at most
-31 words, each one tensorized.
+select; the tile is chosen so that its accumulators and weight vectors leave room in the 32 NEON
+registers for the addp trees; and the reduction (kh, kw, cw) is cut into groups of at most
+MAX_GROUP_WORDS words (in practice one group: 1023 words is 7232 channels of a 3x3 kernel), each one
+tensorized.
 """
 from __future__ import annotations
 
@@ -15,40 +16,56 @@ import tvm.sym
 from tvm import s_tir
 from tvm.target import Target
 
-from patvm.compiler.intrinsics.neon_popcount import LANES_U64, MAX_BYTE_WORDS, PopcountTile, popcount_tile_intrin
+from patvm.compiler.intrinsics.neon_popcount import (LANES_U64, MAX_GROUP_WORDS, TREE_VECTORS, PopcountTile,
+                                                     popcount_tile_intrin)
 from patvm.compiler.ops.bitserial import COUNT_BLOCK
 from patvm.compiler.schedules.common import block_names
 from patvm.compiler.schedules.cpu import BitSerialCPU, _cores, _parallel_outer, largest_divisor
 
 PAD_BLOCK = "A_pad"          # topi.nn.pad's block in patvm.compiler.ops.bitserial
-MAX_ACCUMULATORS = 16        # byte-sum registers of a tile; with the weight vectors and temporaries <= 32
-PIXEL_TILES = (4, 7, 2, 1)
-CHANNEL_TILES = (8, 4, 2)
-UNROLLED_WORDS = 8           # a kernel row's kw x cw words are unrolled up to this many
+TILE_REGISTERS = 24          # accumulators + weight vectors of a tile; the rest of the 32 for the addp trees
+PIXEL_TILES = (7, 4, 2, 1)
+CHANNEL_TILES = (16, 8, 4, 2)
+UNROLLED_POPCOUNTS = 192     # words are unrolled while a block has at most this many cnt: more, and the
+                             # loads LLVM hoists spill (measured: 7x16 tiles with 2 words unrolled spill)
 
 
 def is_aarch64(target: Target) -> bool:
     return target.kind.name == "llvm" and str(target.attrs.get("mtriple", "")).startswith("aarch64")
 
 
+def tile_registers(pixels: int, channels: int) -> int:
+    """NEON registers a tile keeps live: one uint16 accumulator per pixel and tree, the weight vectors."""
+    trees = max(1, channels // (TREE_VECTORS * LANES_U64))
+    return pixels * trees + channels // LANES_U64
+
+
 def neon_tiles(ow_: int, o_: int) -> tuple[int, int] | None:
-    """(pixels, channels) of the register tile, or None where no tile of >= 2 channels divides o_."""
-    pixels = largest_divisor(ow_, PIXEL_TILES)
-    fitting = tuple(q for q in CHANNEL_TILES if pixels * q // LANES_U64 <= MAX_ACCUMULATORS)
-    channels = largest_divisor(o_, fitting)
-    return (pixels, channels) if channels >= LANES_U64 else None
+    """(pixels, channels) of the register tile with the most popcounts per word (pixels x channels / 2)
+    that fits TILE_REGISTERS, or None where no channel tile divides o_ (an odd number of channels)."""
+    fits = [(p, q) for p in PIXEL_TILES if ow_ % p == 0 for q in CHANNEL_TILES
+            if o_ % q == 0 and tile_registers(p, q) <= TILE_REGISTERS]
+    return max(fits, key=lambda pq: (pq[0] * pq[1], pq[1])) if fits else None
+
+
+def unroll_policy(k_w: int, c_w: int, popcounts_per_word: int) -> str:
+    """Which words of a group the micro-kernel unrolls: a whole kernel row, its channel words, or none
+    (a tile of 7 x 16 has 56 cnt per word, enough for one loop iteration)."""
+    if k_w * c_w * popcounts_per_word <= UNROLLED_POPCOUNTS:
+        return "row"
+    return "cw" if c_w * popcounts_per_word <= UNROLLED_POPCOUNTS else "none"
 
 
 def word_groups(k_h: int, k_w: int, c_w: int) -> tuple[str, tuple[int, int, int]]:
     """(the reduction loop to tensorize at, the (kh, kw, cw) words of one group): the outermost loop whose
-    words fit MAX_BYTE_WORDS; "cw_inner" means the channel words are split into chunks first."""
-    if k_h * k_w * c_w <= MAX_BYTE_WORDS:
+    words fit MAX_GROUP_WORDS; "cw_inner" means the channel words are split into chunks first."""
+    if k_h * k_w * c_w <= MAX_GROUP_WORDS:
         return ("kh" if k_h > 1 else "kw" if k_w > 1 else "cw"), (k_h, k_w, c_w)
-    if k_w * c_w <= MAX_BYTE_WORDS:
+    if k_w * c_w <= MAX_GROUP_WORDS:
         return ("kw" if k_w > 1 else "cw"), (1, k_w, c_w)
-    if c_w <= MAX_BYTE_WORDS:
+    if c_w <= MAX_GROUP_WORDS:
         return "cw", (1, 1, c_w)
-    return "cw_inner", (1, 1, largest_divisor(c_w, tuple(range(MAX_BYTE_WORDS, 0, -1))))
+    return "cw_inner", (1, 1, largest_divisor(c_w, tuple(range(MAX_GROUP_WORDS, 0, -1))))
 
 
 def pixel_stride(sch: s_tir.Schedule, counts) -> int:
@@ -100,5 +117,5 @@ class BitSerialNEON(BitSerialCPU):
         pixels = int(sch.get(tile["ow"]).extent) if "ow" in tile else 1
         channels = int(sch.get(tile["o"]).extent)
         intrin = popcount_tile_intrin(PopcountTile(g_h, g_w, g_c, pixels, channels, pixel_stride(sch, counts),
-                                                   unroll_words=g_w * g_c <= UNROLLED_WORDS))
+                                                   unroll=unroll_policy(g_w, g_c, pixels * channels // LANES_U64)))
         sch.tensorize(tile[at], intrin)
