@@ -109,3 +109,42 @@ def hottest_block(listing: str) -> BasicBlock:
     if not candidates:
         raise ValueError("no NEON cnt in the listing: the popcount is not vectorised")
     return max(candidates, key=lambda b: (b.cnt, -b.per_cnt))
+
+
+LLVM_MCA = "llvm-mca"
+
+
+@dataclass(frozen=True)
+class McaEstimate:
+    """llvm-mca's steady-state estimate of one basic block run in a loop."""
+
+    mcpu: str
+    cycles_per_iteration: float
+    block_rthroughput: float
+    ipc: float
+
+
+def llvm_mca(asm: str, mcpu: str, iterations: int = 200) -> McaEstimate:
+    """Run llvm-mca on `asm` (one block, no branches) for -mcpu=`mcpu`."""
+    if shutil.which(LLVM_MCA) is None:
+        raise FileNotFoundError(f"{LLVM_MCA} not found (apt-get install llvm)")
+    proc = subprocess.run([LLVM_MCA, "-mtriple=aarch64", f"-mcpu={mcpu}", f"-iterations={iterations}"],
+                          input=asm, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"llvm-mca failed: {proc.stderr.strip()[:500]}")
+
+    def field(name: str) -> float:
+        m = re.search(rf"^{name}:\s+([0-9.]+)", proc.stdout, re.M)
+        if m is None:
+            raise RuntimeError(f"no '{name}' in llvm-mca's output")
+        return float(m.group(1))
+
+    return McaEstimate(mcpu, field("Total Cycles") / field("Iterations"), field("Block RThroughput"), field("IPC"))
+
+
+def llvm_mca_version() -> str | None:
+    if shutil.which(LLVM_MCA) is None:
+        return None
+    out = subprocess.run([LLVM_MCA, "--version"], capture_output=True, text=True, timeout=30).stdout
+    m = re.search(r"LLVM version ([\w.]+)", out)
+    return m.group(1) if m else None

@@ -11,6 +11,8 @@ tensorized.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import tvm
 import tvm.sym
 from tvm import s_tir
@@ -23,11 +25,19 @@ from patvm.compiler.schedules.common import block_names
 from patvm.compiler.schedules.cpu import BitSerialCPU, _cores, _parallel_outer, largest_divisor
 
 PAD_BLOCK = "A_pad"          # topi.nn.pad's block in patvm.compiler.ops.bitserial
-TILE_REGISTERS = 24          # accumulators + weight vectors of a tile; the rest of the 32 for the addp trees
 PIXEL_TILES = (7, 4, 2, 1)
 CHANNEL_TILES = (16, 8, 4, 2)
-UNROLLED_POPCOUNTS = 192     # words are unrolled while a block has at most this many cnt: more, and the
-                             # loads LLVM hoists spill (measured: 7x16 tiles with 2 words unrolled spill)
+# Two shapes of hot loop, from measuring the hot block on ResNet18's layers (benchmarks/neon_static.py):
+# - stride 1 and a kernel row of few words: the row's words unrolled, so that LLVM loads each activation
+#   column once for the whole row (a pixel's column kw+1 is the next pixel's column kw); the tile stays
+#   small (<= ROW_TILE_REGISTERS) because the row's loads are live together, and at most
+#   ROW_POPCOUNTS cnt are unrolled (more, and the hoisted loads spill);
+# - otherwise one word per loop iteration with the largest tile (<= WORD_TILE_REGISTERS): 56 cnt of a
+#   7 x 16 tile per activation broadcast and weight load.
+ROW_TILE_REGISTERS = 16
+ROW_MIN_POPCOUNTS_PER_WORD = 28
+ROW_POPCOUNTS = 192
+WORD_TILE_REGISTERS = 24     # accumulators + weight vectors; the rest of the 32 for the addp trees
 
 
 def is_aarch64(target: Target) -> bool:
@@ -40,20 +50,27 @@ def tile_registers(pixels: int, channels: int) -> int:
     return pixels * trees + channels // LANES_U64
 
 
-def neon_tiles(ow_: int, o_: int) -> tuple[int, int] | None:
-    """(pixels, channels) of the register tile with the most popcounts per word (pixels x channels / 2)
-    that fits TILE_REGISTERS, or None where no channel tile divides o_ (an odd number of channels)."""
-    fits = [(p, q) for p in PIXEL_TILES if ow_ % p == 0 for q in CHANNEL_TILES
-            if o_ % q == 0 and tile_registers(p, q) <= TILE_REGISTERS]
-    return max(fits, key=lambda pq: (pq[0] * pq[1], pq[1])) if fits else None
+@dataclass(frozen=True)
+class NeonPlan:
+    pixels: int
+    channels: int
+    unroll: str                  # PopcountTile.unroll: "row" or "none"
 
 
-def unroll_policy(k_w: int, c_w: int, popcounts_per_word: int) -> str:
-    """Which words of a group the micro-kernel unrolls: a whole kernel row, its channel words, or none
-    (a tile of 7 x 16 has 56 cnt per word, enough for one loop iteration)."""
-    if k_w * c_w * popcounts_per_word <= UNROLLED_POPCOUNTS:
-        return "row"
-    return "cw" if c_w * popcounts_per_word <= UNROLLED_POPCOUNTS else "none"
+def neon_plan(ow_: int, o_: int, k_w: int, c_w: int, stride: int) -> NeonPlan | None:
+    """The register tile and unrolling for a layer, or None where no channel tile divides o_ (odd)."""
+    tiles = [(p, q) for p in PIXEL_TILES if ow_ % p == 0 for q in CHANNEL_TILES if o_ % q == 0]
+
+    def best(candidates):
+        return max(candidates, key=lambda pq: (pq[0] * pq[1], pq[1]))
+
+    if stride == 1 and k_w > 1:
+        row = [(p, q) for p, q in tiles if tile_registers(p, q) <= ROW_TILE_REGISTERS
+               and ROW_MIN_POPCOUNTS_PER_WORD <= p * q // LANES_U64 <= ROW_POPCOUNTS // (k_w * c_w)]
+        if row:
+            return NeonPlan(*best(row), "row")
+    word = [(p, q) for p, q in tiles if tile_registers(p, q) <= WORD_TILE_REGISTERS]
+    return NeonPlan(*best(word), "none") if word else None
 
 
 def word_groups(k_h: int, k_w: int, c_w: int) -> tuple[str, tuple[int, int, int]]:
@@ -90,9 +107,13 @@ class BitSerialNEON(BitSerialCPU):
         sch = s_tir.Schedule(func)
         if COUNT_BLOCK not in block_names(sch):
             return None
-        extents = [int(iv.dom.extent) for iv in sch.get(sch.get_sblock(COUNT_BLOCK)).iter_vars]
-        ow_, o_, words = extents[2], extents[5], extents[6] * extents[7] * extents[8]
-        if neon_tiles(ow_, o_) is None or words == 1:   # one word per output: no byte sums to keep
+        counts = sch.get_sblock(COUNT_BLOCK)
+        extents = [int(iv.dom.extent) for iv in sch.get(counts).iter_vars]
+        ow_, o_, (k_h, k_w, c_w) = extents[2], extents[5], extents[6:]
+        if k_h * k_w * c_w == 1:          # one word per output: no sums to keep in registers
+            return None
+        self._plan = neon_plan(ow_, o_, k_w, c_w, pixel_stride(sch, counts))
+        if self._plan is None:
             return None
         return super().apply(func, target, tunable)
 
@@ -100,7 +121,7 @@ class BitSerialNEON(BitSerialCPU):
         return {PAD_BLOCK} & set(names)
 
     def _tiles(self, ow_: int, o_: int, target: Target) -> tuple[int, int]:
-        return neon_tiles(ow_, o_)
+        return self._plan.pixels, self._plan.channels
 
     def _schedule_count_tile(self, sch: s_tir.Schedule, tile: dict, o_tile: int) -> None:
         """Nothing: the micro-kernel unrolls and vectorises the tile itself."""
@@ -117,5 +138,5 @@ class BitSerialNEON(BitSerialCPU):
         pixels = int(sch.get(tile["ow"]).extent) if "ow" in tile else 1
         channels = int(sch.get(tile["o"]).extent)
         intrin = popcount_tile_intrin(PopcountTile(g_h, g_w, g_c, pixels, channels, pixel_stride(sch, counts),
-                                                   unroll=unroll_policy(g_w, g_c, pixels * channels // LANES_U64)))
+                                                   unroll=self._plan.unroll))
         sch.tensorize(tile[at], intrin)
