@@ -73,16 +73,18 @@ def neon_plan(ow_: int, o_: int, k_w: int, c_w: int, stride: int) -> NeonPlan | 
     return NeonPlan(*best(word), "none") if word else None
 
 
-def word_groups(k_h: int, k_w: int, c_w: int) -> tuple[str, tuple[int, int, int]]:
+def word_groups(k_h: int, k_w: int, c_w: int) -> tuple[str, tuple[int, int, int]] | None:
     """(the reduction loop to tensorize at, the (kh, kw, cw) words of one group): the outermost loop whose
-    words fit MAX_GROUP_WORDS; "cw_inner" means the channel words are split into chunks first."""
+    words fit MAX_GROUP_WORDS; "cw_inner" means the channel words are split into chunks first. None where
+    the chunks would be single words (c_w a prime above the limit: a unit loop tensorize cannot match)."""
     if k_h * k_w * c_w <= MAX_GROUP_WORDS:
         return ("kh" if k_h > 1 else "kw" if k_w > 1 else "cw"), (k_h, k_w, c_w)
     if k_w * c_w <= MAX_GROUP_WORDS:
         return ("kw" if k_w > 1 else "cw"), (1, k_w, c_w)
     if c_w <= MAX_GROUP_WORDS:
         return "cw", (1, 1, c_w)
-    return "cw_inner", (1, 1, largest_divisor(c_w, tuple(range(MAX_GROUP_WORDS, 0, -1))))
+    chunk = largest_divisor(c_w, tuple(range(MAX_GROUP_WORDS, 1, -1)))
+    return ("cw_inner", (1, 1, chunk)) if chunk > 1 else None
 
 
 def pixel_stride(sch: s_tir.Schedule, counts) -> int:
@@ -110,7 +112,7 @@ class BitSerialNEON(BitSerialCPU):
         counts = sch.get_sblock(COUNT_BLOCK)
         extents = [int(iv.dom.extent) for iv in sch.get(counts).iter_vars]
         ow_, o_, (k_h, k_w, c_w) = extents[2], extents[5], extents[6:]
-        if k_h * k_w * c_w == 1:          # one word per output: no sums to keep in registers
+        if k_h * k_w * c_w == 1 or word_groups(k_h, k_w, c_w) is None:   # one word per output: no sums to keep
             return None
         self._plan = neon_plan(ow_, o_, k_w, c_w, pixel_stride(sch, counts))
         if self._plan is None:
