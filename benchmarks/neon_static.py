@@ -155,7 +155,10 @@ def markdown(data: dict) -> str:
              f"{r['mca']['cycles_per_512_bit_macs']:.2f}", f"{r['mca']['vs_lce_shape']:.2f}x",
              f"{r['mca']['bit_macs_per_cycle']:.0f}", f"{r['mca']['crossover_plane_pairs']:.1f}"]
             for r in data["rows"]]
-    text += ["\n", common.markdown_table(headers, rows)]
+    text += ["\n", common.markdown_table(headers, rows),
+             "\nThe hot block is the inner loop only: the per-tile widening of the uint16 sums into the counts and "
+             "the scaled sum over plane pairs run outside it. A layer with a single reduction word per output (a 1x1 "
+             "conv over <= 64 channels) is left to the generic schedule, so its `neon` row repeats `generic`.\n"]
     if data.get("note"):
         text.append(f"\n{data['note']}\n")
     return "".join(text)
