@@ -1,16 +1,19 @@
 """A NEON micro-kernel for the bit-serial counts, as a TensorIntrin: one register tile of `pixels` output
 pixels x `channels` output channels of one plane pair, over a group of reduction words.
 
-The TE compute (patvm.compiler.ops.bitserial) sums `popcount(A & W)` per word into uint64 counts; LLVM
-vectorises that as and, cnt.16b, then uaddlp, uaddlp, uadalp (or movi, udot, uadalp) for every 128-bit
-word, ~6 instructions per popcount. The micro-kernel instead keeps the byte counts of `cnt` in uint8x16
-registers and adds them bytewise (and, cnt, add per word): a `cnt` byte is at most 8, so up to
-MAX_BYTE_WORDS = 31 words fit in a byte (248). Once per group it widens each register into the uint64
-counts with uaddlp, uaddlp, uadalp. A vector holds two output channels (the weights are [.., CW, O] with
-O innermost); the activation word of a pixel is broadcast to both lanes.
+The TE compute (patvm.compiler.ops.bitserial) sums `popcount(A & W)` per word into uint64 counts; left to
+LLVM that becomes and, cnt.16b, then uaddlp, uaddlp, uadalp (or movi, udot, uadalp) for every 128-bit
+word, ~6.5 instructions per popcount. A vector holds two output channels (the weights are [.., CW, O], O
+innermost) and the activation word of a pixel is broadcast to both lanes. Per word and pixel the
+micro-kernel does, in the shape of Larq Compute Engine's BGEMM block: and + cnt per weight vector (bytes
+<= 8), an addp tree merging 4 vectors into one register of 8 channels x 2 bytes (<= 32), one uadalp into
+a uint16x8 accumulator (one lane per channel, <= 64 more per word: MAX_GROUP_WORDS words cannot
+overflow). So 4 cnt cost 4 and, 4 cnt, 3 addp, 1 uadalp, plus the loads; the accumulators are widened
+into the uint64 counts once per call, outside the loop.
 
 Tensorize matches the intrinsic's description (the TE compute's own loop nest over the group) exactly,
-so the result is the same integers as the generic schedule, bit for bit.
+and the implementation computes the same integers, so results are bit for bit those of the generic
+schedule.
 """
 from __future__ import annotations
 
@@ -72,19 +75,21 @@ def _description(t: PopcountTile):
 
     Written as TVMScript text because the nest must leave out the unit loops that compute_at drops
     (a 1x1 kernel has no kh, kw loops, a one-pixel tile no pixel loop), or tensorize does not match."""
-    axes = [("p", t.pixels, "spatial"), ("o", t.channels, "spatial"), ("kh", t.kh, "reduce"),
-            ("kw", t.kw, "reduce"), ("cw", t.cw, "reduce")]
-    var = {name: (f"v{name}" if extent > 1 else "T.int64(0)") for name, extent, _ in axes}
-    loops = [name for name in ("kh", "kw", "cw", "p", "o") if dict((a[0], a[1]) for a in axes)[name] > 1]
-    lines = [f"{'    ' * (2 + k)}for {name} in T.serial(T.int64({dict((a[0], a[1]) for a in axes)[name]})):"
-             for k, name in enumerate(loops)]
+    extents = {"p": t.pixels, "o": t.channels, "kh": t.kh, "kw": t.kw, "cw": t.cw}
+    kinds = {"p": "spatial", "o": "spatial", "kh": "reduce", "kw": "reduce", "cw": "reduce"}
+    var = {name: (f"v{name}" if extent > 1 else "T.int64(0)") for name, extent in extents.items()}
+    loops = [name for name in ("kh", "kw", "cw", "p", "o") if extents[name] > 1]
+    lines = [f"{'    ' * (2 + k)}for {name} in T.serial(T.int64({extents[name]})):" for k, name in enumerate(loops)]
     body = "    " * (2 + len(loops))
     lines.append(f'{body}with T.sblock("update"):')
     inner = body + "    "
-    lines += [f"{inner}v{name} = T.axis.{kind}(T.int64({extent}), {name})" for name, extent, kind in axes if extent > 1]
-    column = f"{var['p']} * T.int64({t.stride}) + {var['kw']}"
-    lines.append(f"{inner}C[0, 0, {var['p']}, 0, 0, {var['o']}] = C[0, 0, {var['p']}, 0, 0, {var['o']}] + T.popcount("
-                 f"A[0, {var['kh']}, {column}, 0, {var['cw']}] & W[{var['kh']}, {var['kw']}, 0, {var['cw']}, {var['o']}])")
+    # block iter vars in the TE compute's order: spatial (p, o) first, then the reductions
+    lines += [f"{inner}v{name} = T.axis.{kinds[name]}(T.int64({extents[name]}), {name})"
+              for name in ("p", "o", "kh", "kw", "cw") if extents[name] > 1]
+    out = f"C[0, 0, {var['p']}, 0, 0, {var['o']}]"
+    a = f"A[0, {var['kh']}, {var['p']} * T.int64({t.stride}) + {var['kw']}, 0, {var['cw']}]"
+    w = f"W[{var['kh']}, {var['kw']}, 0, {var['cw']}, {var['o']}]"
+    lines.append(f"{inner}{out} = {out} + T.popcount({a} & {w})")
     source = _HEADER.format(**_shapes(t)) + "\n".join(lines) + "\n"
     return tvm.script.from_source(source)
 
