@@ -41,6 +41,7 @@ WORD_TILE_REGISTERS = 24     # accumulators + weight vectors; the rest of the 32
 
 
 def is_aarch64(target: Target) -> bool:
+    """An LLVM target for aarch64 (the NEON kernel's intrinsics exist only there)."""
     return target.kind.name == "llvm" and str(target.attrs.get("mtriple", "")).startswith("aarch64")
 
 
@@ -114,6 +115,7 @@ class BitSerialNEON(BitSerialCPU):
         ow_, o_, (k_h, k_w, c_w) = extents[2], extents[5], extents[6:]
         if k_h * k_w * c_w == 1 or word_groups(k_h, k_w, c_w) is None:   # one word per output: no sums to keep
             return None
+        # read by the hooks below during super().apply (rules are applied one function at a time)
         self._plan = neon_plan(ow_, o_, k_w, c_w, pixel_stride(sch, counts))
         if self._plan is None:
             return None
