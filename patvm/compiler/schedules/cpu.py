@@ -8,8 +8,10 @@ into the output block, which runs after the conv inside the same parallel row lo
 packer is fused in (patvm.compiler.fuse_packing), its row loop is merged into that one: conv row, epilogue,
 pack, while the row is in cache.
 
-Unscheduled fp32 functions (first conv, depthwise convs, pooling, FC) get `GenericCPU`: parallel outer
-loops and a vectorised inner spatial loop. MetaSchedule replaces all of these where records exist.
+fp32 convs and depthwise convs in the blocked layout get `Conv2dBlockedCPU` (a register tile of output
+pixels x an output-channel block); other fp32 functions (pooling, FC, layout transforms) get `GenericCPU`:
+parallel outer loops and a vectorised inner spatial loop. MetaSchedule replaces all of these where records
+exist.
 """
 from __future__ import annotations
 
@@ -89,15 +91,12 @@ class BitSerialCPU(ScheduleRule):
         names = block_names(sch)
         if CONV_BLOCK not in names:
             return None
-        side = {"window_count", "base_level_term"} & set(names)
         pack = PACK_BLOCK if PACK_BLOCK in names else None       # the next layer's packer, fused (fuse_packing)
         last = names[-2] if pack else names[-1]                  # the float output, epilogue inlined into it
-        inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last} | side | ({pack} if pack else set())
-                          | self._kept_blocks(names))
+        inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last} | ({pack} if pack else set()) | self._kept_blocks(names))
         # between the conv and the packer: the float output, and before it the kernel's float output that a
         # residual add reads when fuse_packing moved a ReLU in (an output block cannot be inlined)
-        epilogue = [b for b in block_names(sch) if b not in {COUNT_BLOCK, CONV_BLOCK, pack} | side
-                    | self._kept_blocks(names)]
+        epilogue = [b for b in block_names(sch) if b not in {COUNT_BLOCK, CONV_BLOCK, pack} | self._kept_blocks(names)]
         conv = sch.get_sblock(CONV_BLOCK)
         counts = sch.get_sblock(COUNT_BLOCK)
         _, _, ow_, o_, nw, na = (int(iv.dom.extent) for iv in sch.get(conv).iter_vars)
@@ -119,16 +118,11 @@ class BitSerialCPU(ScheduleRule):
         if o_tile > 1:
             sch.vectorize(oi)
         pack_rows = sch.fuse(*sch.get_loops(sch.get_sblock(pack))[:2]) if pack else None   # its (n, h)
-        if side:  # correction terms: small separate loop nests, each parallel
-            for name in sorted(side) + epilogue:
-                _parallel_outer(sch, sch.get_sblock(name), 2, _cores(target))
-            if pack:
-                sch.parallel(pack_rows)
-        else:  # per output row, right after that row's conv: the epilogue, then the next layer's packer
-            for name in epilogue:
-                sch.reverse_compute_at(sch.get_sblock(name), row)
-            if pack:
-                row = sch.merge(row, pack_rows)
+        # per output row, right after that row's conv: the epilogue, then the next layer's packer
+        for name in epilogue:
+            sch.reverse_compute_at(sch.get_sblock(name), row)
+        if pack:
+            row = sch.merge(row, pack_rows)
         sch.parallel(row)
         first_reduction = next((tile[k] for k in ("kh", "kw", "cw") if k in tile), None)
         if first_reduction is not None:  # after parallel: the init blocks would break its dataflow check
