@@ -59,7 +59,7 @@ def hammer(compiled) -> tuple[dict, dict, list]:
             for r in range(RUNS):
                 i = t * RUNS + r
                 results[i] = compiled.run(image(i))[0]
-            vms[t] = id(compiled._local.vm)
+            vms[t] = id(compiled._vm())          # this thread's VM
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(f"thread {t}: {type(exc).__name__}: {exc}")
 
