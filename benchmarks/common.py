@@ -111,7 +111,7 @@ def machine_description(argv: list[str] | None = None) -> dict:
         },
         "git_commit": _cmd_output(["git", "rev-parse", "--short", "HEAD"]),
         "git_dirty": bool(_cmd_output(["git", "status", "--porcelain", "--untracked-files=no"])),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in (argv if argv is not None else [sys.executable] + sys.argv)),
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
@@ -184,7 +184,11 @@ def ort_session(model_or_path, threads: int):
     # parallel sections; on the 2-core VM its 3x3 layer took 2.86 ms at 2 threads against 2.51 ms at 1.
     # 1 thread is unaffected either way; 2-thread comparisons need more cores than threads (README caveats).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    data = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else os.fspath(model_or_path)
+    data = (
+        model_or_path.SerializeToString()
+        if hasattr(model_or_path, "SerializeToString")
+        else os.fspath(model_or_path)
+    )
     return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 
@@ -259,7 +263,12 @@ def interleaved(timers: list[Timer], sample_ms: float, min_rounds: int, max_roun
         worst = max(summarize(t.samples)["ci_rel"] for t in timers)
         progress(f"{label}: {rounds} rounds in {seconds:.1f}s, worst median +-{100 * worst:.1f}%"
                  f"{'' if stable else ' (NOT stable: raise --max-seconds)'}", tag)
-    return {"rounds": rounds, "seconds": seconds, "stable": stable, "samples": {t.name: list(t.samples) for t in timers}}
+    return {
+        "rounds": rounds,
+        "seconds": seconds,
+        "stable": stable,
+        "samples": {t.name: list(t.samples) for t in timers},
+    }
 
 
 def paired_ratio(samples: dict, num: str, den: str) -> dict:
@@ -292,7 +301,9 @@ def start_worker(args, name: str) -> tuple[int, str, dict]:
     t = args.worker
     env = os.environ.get("TVM_NUM_THREADS")
     if env != str(t):
-        raise SystemExit(f"worker for {t} threads started with TVM_NUM_THREADS={env!r}: run the script without --worker")
+        raise SystemExit(
+            f"worker for {t} threads started with TVM_NUM_THREADS={env!r}: run the script without --worker"
+        )
     return t, f"{name} t={t}", timing_settings(args)
 
 
@@ -389,7 +400,9 @@ def latency_bars(ax, rows: list[dict], series: list[tuple], tick_labels: list[st
     """Grouped bars of median latencies: one group per row, one bar per (name, row key, colour) of series."""
     width = 0.85 / len(series)
     for i, (name, key, color) in enumerate(series):
-        bars = ax.bar(np.arange(len(rows)) + i * width, [r[key]["median"] for r in rows], width, label=name, color=color)
+        bars = ax.bar(
+            np.arange(len(rows)) + i * width, [r[key]["median"] for r in rows], width, label=name, color=color
+        )
         ax.bar_label(bars, labels=[fmt_ms(r[key]["median"]) for r in rows], fontsize=6)
     ax.set_xticks(np.arange(len(rows)) + 0.85 / 2 - width / 2)
     ax.set_xticklabels(tick_labels, fontsize=7, rotation=30 if rotate else 0, ha="right" if rotate else "center")

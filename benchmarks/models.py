@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 NAME = "models"
 DEFAULT_MODELS = ["pa-resnet18", "pa-mobilenet-v1", "abc-resnet18"]
@@ -53,7 +53,9 @@ def parse_scheme(text: str) -> tuple[int, int]:
 def add_model_args(parser, name: str, default_models: list[str], default_pa: str) -> None:
     """The options every whole-model script takes: which models and schemes, image size, seed, --from-json."""
     parser.add_argument("--models", nargs="+", default=None, help=f"default {' '.join(default_models)}")
-    parser.add_argument("--pa-schemes", nargs="+", type=parse_scheme, default=None, help=f"PA MxN (default {default_pa})")
+    parser.add_argument(
+        "--pa-schemes", nargs="+", type=parse_scheme, default=None, help=f"PA MxN (default {default_pa})"
+    )
     parser.add_argument("--abc-schemes", nargs="+", type=parse_scheme, default=None, help="ABC MxN (default 1x1)")
     parser.add_argument("--image-size", type=int, default=None, help="default 224 (quick: 32)")
     parser.add_argument("--seed", type=int, default=0)
@@ -117,14 +119,23 @@ def ensure_artifact(paths: dict, build, strategy: str, tag: str, label: str, tun
     wall = time.perf_counter() - start
     compiled.export(paths["so"])
     layers = compiled.layers
-    meta = {"compile_seconds": compiled.compile_seconds, "compile_wall_seconds": wall,
-            "so_bytes": paths["so"].stat().st_size, "sidecar_bytes": (paths["so"].parent / (paths["so"].name + ".json")).stat().st_size,
-            "onnx_bytes": paths["onnx"].stat().st_size, "packed_weight_bytes": compiled.module_weight_bytes(),
-            "layers": len(layers), "bit_serial_layers": sum(la["strategy"] == "bit-serial" for la in layers),
-            "schedules": compiled.schedules}
+    meta = {
+        "compile_seconds": compiled.compile_seconds,
+        "compile_wall_seconds": wall,
+        "so_bytes": paths["so"].stat().st_size,
+        "sidecar_bytes": (paths["so"].parent / (paths["so"].name + ".json")).stat().st_size,
+        "onnx_bytes": paths["onnx"].stat().st_size,
+        "packed_weight_bytes": compiled.module_weight_bytes(),
+        "layers": len(layers),
+        "bit_serial_layers": sum(la["strategy"] == "bit-serial" for la in layers),
+        "schedules": compiled.schedules,
+    }
     common.write_json(paths["meta"], meta)
-    common.progress(f"{label}: compiled in {meta['compile_seconds']:.1f} s, {meta['bit_serial_layers']}/{meta['layers']} "
-                    f"layers bit-serial, module {meta['so_bytes'] / 1e6:.2f} MB; {compiled.schedules_line()}", tag)
+    common.progress(
+        f"{label}: compiled in {meta['compile_seconds']:.1f} s, {meta['bit_serial_layers']}/{meta['layers']} "
+        f"layers bit-serial, module {meta['so_bytes'] / 1e6:.2f} MB; {compiled.schedules_line()}",
+        tag,
+    )
     return meta
 
 
@@ -141,7 +152,7 @@ def worker(args) -> dict:
             size, seed = args.image_size, args.seed
             twin = artifact_paths(work, None, arch, batch, size, seed, "fp32")
             # TVM's own fp32 build: no patvm tuning database, not even a shipped one
-            twin_meta = ensure_artifact(twin, lambda: build_model(arch, seed=seed, batch=batch, image_size=size),
+            twin_meta = ensure_artifact(twin, lambda: build_model(arch, seed=seed, batch=batch, image_size=size),  # noqa: B023 - called in this iteration
                                         "fp32", tag, f"{arch} (twin) batch {batch}", tuning_db=False)
             out["artifacts"][f"{group}/tvm-fp32"] = twin_meta
             x = np.random.default_rng(seed + 1).standard_normal((batch, 3, size, size), dtype=np.float32)
@@ -155,8 +166,8 @@ def worker(args) -> dict:
             members = []
             for v in [v for v in args.variants if v["arch"] == arch]:
                 paths = artifact_paths(work, v, arch, batch, size, seed, args.strategy)
-                meta = ensure_artifact(paths, lambda v=v: build_model(v["model"], M=v["M"], N=v["N"], seed=seed,
-                                                                      batch=batch, image_size=size),
+                meta = ensure_artifact(paths, lambda v=v: build_model(v["model"], M=v["M"], N=v["N"], seed=seed,  # noqa: B023 - called in this iteration
+                                                                      batch=batch, image_size=size),  # noqa: B023 - called in this iteration
                                        args.strategy, tag, f"{v['label']} batch {batch}")
                 out["artifacts"][f"{group}/{v['label']}"] = meta
                 ort_pa = common.ort_session(paths["onnx"], t)
@@ -238,9 +249,20 @@ def markdown(data: dict) -> str:
              "ORT PA-ONNX ms", "TVM fp32 twin ms", "vs ORT fp32", "vs ORT int8", "vs ORT PA-ONNX", "vs TVM fp32",
              "spread (rounds)"], table))
     lines.append("\n## Size and compile time\n")
-    table = [[z["variant"], z["batch"], f"{z['patvm_so_bytes'] / 1e6:.2f}", f"{z['patvm_packed_weight_bytes'] / 1e6:.2f}",
-              f"{z['tvm_fp32_so_bytes'] / 1e6:.2f}", f"{z['fp32_onnx_bytes'] / 1e6:.2f}", f"{z['so_vs_fp32_onnx']:.3f}",
-              f"{z['patvm_compile_seconds']:.1f}", f"{z['tvm_fp32_compile_seconds']:.1f}"] for z in data["sizes"]]
+    table = [
+        [
+            z["variant"],
+            z["batch"],
+            f"{z['patvm_so_bytes'] / 1e6:.2f}",
+            f"{z['patvm_packed_weight_bytes'] / 1e6:.2f}",
+            f"{z['tvm_fp32_so_bytes'] / 1e6:.2f}",
+            f"{z['fp32_onnx_bytes'] / 1e6:.2f}",
+            f"{z['so_vs_fp32_onnx']:.3f}",
+            f"{z['patvm_compile_seconds']:.1f}",
+            f"{z['tvm_fp32_compile_seconds']:.1f}",
+        ]
+        for z in data["sizes"]
+    ]
     lines.append(common.markdown_table(
         ["model", "batch", "patvm .so MB", "packed binary weights MB", "TVM fp32 .so MB", "fp32 ONNX MB",
          ".so / fp32 ONNX", "patvm compile s", "TVM fp32 compile s"], table))
@@ -268,8 +290,13 @@ def plot(data: dict, path: Path) -> None:
     ax = axes[0][-1]
     sizes = [z for z in data["sizes"] if z["batch"] == min(z2["batch"] for z2 in data["sizes"])]
     width = 0.85 / 3
-    for i, (name, key, color) in enumerate([("patvm .so", "patvm_so_bytes", None), ("TVM fp32 .so", "tvm_fp32_so_bytes", "grey"),
-                                            ("fp32 ONNX", "fp32_onnx_bytes", "black")]):
+    for i, (name, key, color) in enumerate(
+        [
+            ("patvm .so", "patvm_so_bytes", None),
+            ("TVM fp32 .so", "tvm_fp32_so_bytes", "grey"),
+            ("fp32 ONNX", "fp32_onnx_bytes", "black"),
+        ]
+    ):
         bars = ax.bar(np.arange(len(sizes)) + i * width, [z[key] / 1e6 for z in sizes], width, label=name, color=color)
         ax.bar_label(bars, fmt="%.1f", fontsize=6)
     ax.set_xticks(np.arange(len(sizes)) + width)
@@ -277,7 +304,9 @@ def plot(data: dict, path: Path) -> None:
     ax.set_ylabel("MB")
     ax.set_title(f"module size (batch {sizes[0]['batch'] if sizes else '-'})")
     ax.legend(fontsize=7)
-    fig.suptitle(f"{data['machine']['cpu']}: whole models, {data['settings']['image_size']}x{data['settings']['image_size']}")
+    fig.suptitle(
+        f"{data['machine']['cpu']}: whole models, {data['settings']['image_size']}x{data['settings']['image_size']}"
+    )
     fig.tight_layout()
     common.save_figure(fig, path)
     plt.close(fig)

@@ -57,14 +57,16 @@ def cmd_run(args) -> None:
              else patvm.compile(args.model, target=args.target, strategy=args.strategy))
     outputs = model.run(x)
     if args.output:
-        from patvm.files import atomic_write_bytes
         import io
+
+        from patvm.files import atomic_write_bytes
         buf = io.BytesIO()
         np.save(buf, outputs[0])
         atomic_write_bytes(args.output, buf.getvalue())
         print(f"wrote {args.output}")
     else:
-        print(f"output shape {list(outputs[0].shape)}, top-1 {np.argmax(outputs[0].reshape(outputs[0].shape[0], -1), 1).tolist()}")
+        top1 = np.argmax(outputs[0].reshape(outputs[0].shape[0], -1), 1).tolist()
+        print(f"output shape {list(outputs[0].shape)}, top-1 {top1}")
     if args.verify:
         onnx_path = args.verify_onnx or (args.model if args.model.endswith(".onnx") else None)
         if onnx_path is None:
@@ -130,8 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model")
     c.add_argument("--target", default="host")
     databases = c.add_mutually_exclusive_group()
-    databases.add_argument("--tuning-db", default=None, metavar="DIR",
-                           help="a tuning database folder (default: the one in schedules/ made for this target, if any)")
+    databases.add_argument(
+        "--tuning-db",
+        default=None,
+        metavar="DIR",
+        help="a tuning database folder (default: the one in schedules/ made for this target, if any)",
+    )
     databases.add_argument("--no-tuning-db", action="store_true",
                            help="no tuning database, not even a shipped one: patvm's hand schedules only")
     c.add_argument("-o", "--output", required=True)
@@ -145,7 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", required=True)
     r.add_argument("-o", "--output")
     r.add_argument("--target", default="host")
-    r.add_argument("--verify", action="store_true", help="compare with onnxruntime on the same ONNX (qonnx's executor for a QONNX model)")
+    r.add_argument(
+        "--verify",
+        action="store_true",
+        help="compare with onnxruntime on the same ONNX (qonnx's executor for a QONNX model)",
+    )
     r.add_argument("--onnx", dest="verify_onnx", help="the ONNX a .so was compiled from (for --verify)")
     r.add_argument("--strategy", default="auto", choices=["auto", "bit-serial", "fp32"])
     r.set_defaults(func=cmd_run)

@@ -418,33 +418,46 @@ def deploy(model, target: str | None = "arm-a72", out_dir: str | os.PathLike = "
     except PatvmError:
         description, threads = "aarch64", 4
     first = inputs[0] if inputs else {"shape": [1, 3, 224, 224], "name": "x"}
-    pip_line = (f"pip install apache-tvm=={TVM_VERSION} apache-tvm-ffi=={TVM_FFI_VERSION}  # or copy lib/, "
-                "include/ from `patvm deploy --fetch-runtime`")
     if runtime is not None:
-        board_build = "make            # native g++ on the board" + ("; or use the cross-built ./runner as is" if build else "")
+        board_build = "make            # native g++ on the board" + (
+            "; or use the cross-built ./runner as is" if build else ""
+        )
         libs_line = ", `lib/` (the aarch64 TVM runtime), `include/` (tvm-ffi headers, to build the runner)"
     else:
         board_build = (
             "# this folder has no lib/ and include/ (the runtime was not fetched when it was written):\n"
-            "# re-run `patvm deploy ... --fetch-runtime` on the x86 machine, or take them from the wheels on the board:\n"
+            "# re-run `patvm deploy ... --fetch-runtime` on the x86 machine, "
+            "or take them from the wheels on the board:\n"
             f"pip install apache-tvm=={TVM_VERSION} apache-tvm-ffi=={TVM_FFI_VERSION}\n"
             "mkdir -p lib include\n"
             "cp \"$(python3 -c 'import os, tvm; print(os.path.dirname(tvm.__file__))')/lib/libtvm_runtime.so\" lib/\n"
-            "cp \"$(tvm-ffi-config --libdir)/libtvm_ffi.so\" lib/ && cp -r \"$(tvm-ffi-config --includedir)\"/* include/\n"
-            "make")
+            'cp "$(tvm-ffi-config --libdir)/libtvm_ffi.so" lib/ && cp -r "$(tvm-ffi-config --includedir)"/* include/\n'
+            "make"
+        )
         libs_line = ""
     here_build = ("make CXX=aarch64-linux-gnu-g++   # or: patvm deploy ... --build" if not build
                   else "# ./runner was cross-built by `patvm deploy --build`")
     readme = README.format(
-        name=name, target_name=target_name, description=description or "aarch64", module=module.name,
+        name=name,
+        target_name=target_name,
+        description=description or "aarch64",
+        module=module.name,
         libs_line=libs_line,
-        inputs=", ".join(f"`{i['name']}` {i.get('dtype', 'float32')} {list(i['shape'])}" for i in inputs) or "see the sidecar",
-        dirname=out.name, board_build=board_build, shape_args=", ".join(str(d) for d in first["shape"]),
-        threads=threads, here_build=here_build,
-        runner_note=("; the cross-built `runner` needs the board's C and C++ libraries as new as the cross "
-                     "compiler's: glibc >= 2.34, GCC >= 11 (Raspberry Pi OS / Debian 12 bookworm, Ubuntu 22.04); on "
-                     "older systems `make` it on the board"
-                     if build else ""))
+        inputs=", ".join(f"`{i['name']}` {i.get('dtype', 'float32')} {list(i['shape'])}" for i in inputs)
+        or "see the sidecar",
+        dirname=out.name,
+        board_build=board_build,
+        shape_args=", ".join(str(d) for d in first["shape"]),
+        threads=threads,
+        here_build=here_build,
+        runner_note=(
+            "; the cross-built `runner` needs the board's C and C++ libraries as new as the cross "
+            "compiler's: glibc >= 2.34, GCC >= 11 (Raspberry Pi OS / Debian 12 bookworm, Ubuntu 22.04); on "
+            "older systems `make` it on the board"
+            if build
+            else ""
+        ),
+    )
     (out / "README.md").write_text(readme)
     (out / "Makefile").write_text(MAKEFILE.format(cxxflags=" ".join(CXXFLAGS), threads=threads, module=module.name))
     return Deployment(out, module, target_name, files, runner, runtime)

@@ -781,7 +781,8 @@ def float_tolerance_problem(got: np.ndarray, want: np.ndarray) -> str | None:
     diff = np.where(finite, np.abs(g - w), 0.0)
     fraction = float(np.mean(diff > tol))
     if fraction > 1e-3:
-        return f"{100 * fraction:.3f}% of elements off by > 1e-3 of range (max |diff| {diff.max():.3g}, range {span:.3g})"
+        return (f"{100 * fraction:.3f}% of elements off by > 1e-3 of range "
+                f"(max |diff| {diff.max():.3g}, range {span:.3g})")
     batch = w.shape[0] if w.ndim > 1 else 1
     g2, w2 = np.nan_to_num(g.reshape(batch, -1)), np.nan_to_num(w.reshape(batch, -1))
     winners = np.argmax(w2, axis=1)

@@ -102,7 +102,7 @@ class CompiledModel:
         with atomic_path(path, suffix=".so") as tmp:
             try:
                 self.module.export_library(tmp, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - a missing cross compiler, a full disk, ...
+            except Exception as exc:  # a missing cross compiler, a full disk, ...
                 raise PatvmError(f"cannot export {path}: {str(exc).strip().splitlines()[-1][:200]}") from exc
         meta = {"format": "patvm-module-1", "target": self.target_name, "family": self.family,
                 "inputs": self.inputs, "layers": self.layers, "schedules": self.schedules}
@@ -113,8 +113,12 @@ class CompiledModel:
         return sum(int(layer.get("packed_weight_bytes") or 0) for layer in self.layers)
 
     def report(self) -> str:
-        rows = [f"target {self.target_name}" + (f", compiled in {self.compile_seconds:.1f} s" if self.compile_seconds else "")]
-        header = f"{'#':>3} {'op':6} {'strategy':10} {'M':>2} {'N':>2} {'input':>18} {'weight':>18} {'packed B':>9} {'fp32 B':>9}  note"
+        rows = [
+            f"target {self.target_name}"
+            + (f", compiled in {self.compile_seconds:.1f} s" if self.compile_seconds else "")
+        ]
+        header = (f"{'#':>3} {'op':6} {'strategy':10} {'M':>2} {'N':>2} {'input':>18} {'weight':>18} "
+                  f"{'packed B':>9} {'fp32 B':>9}  note")
         rows.append(header)
         rows.append("-" * len(header))
         for layer in self.layers:
@@ -167,7 +171,7 @@ def load_module(path: str | os.PathLike) -> CompiledModel:
         raise PatvmError(f"{sidecar} is not a patvm module description") from exc
     try:
         module = tvm.runtime.load_module(os.path.abspath(path))
-    except Exception as exc:  # noqa: BLE001 - TVM raises its own error types for unloadable files
+    except Exception as exc:  # TVM raises its own error types for unloadable files
         raise PatvmError(f"cannot load {path}: {str(exc).strip().splitlines()[-1][:200]}") from exc
     return CompiledModel(module, meta["target"], meta["family"], meta["inputs"], meta["layers"],
                          schedules=meta.get("schedules"))

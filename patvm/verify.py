@@ -56,7 +56,9 @@ def compare_outputs(got: np.ndarray, want: np.ndarray, reference: str = "onnxrun
                       reference)
 
 
-def compare_with_onnxruntime(model_or_path, x: np.ndarray, output: np.ndarray, input_name: str | None = None) -> Comparison:
+def compare_with_onnxruntime(
+    model_or_path, x: np.ndarray, output: np.ndarray, input_name: str | None = None
+) -> Comparison:
     from patvm.compiler.importer import graph_inputs
     from patvm.onnx_format.validate import load_model
     model = load_model(model_or_path)

@@ -21,7 +21,7 @@ CHANNEL_BLOCK = 16   # two AVX2 vectors, one AVX-512 vector, four NEON vectors o
 _TVM_CONV2D = Op.get("relax.nn.conv2d").get_attr("FLegalize")
 
 
-def blocked_layout_pass() -> "tvm.transform.Pass":  # noqa: F821
+def blocked_layout_pass() -> tvm.transform.Pass:  # noqa: F821
     data, kernel = f"NCHW{CHANNEL_BLOCK}c", f"OIHW{CHANNEL_BLOCK}i{CHANNEL_BLOCK}o"
     return relax.transform.ConvertLayout({"relax.nn.conv2d": [data, kernel]})
 

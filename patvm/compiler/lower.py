@@ -80,7 +80,12 @@ def binary_layer_constants(match: LayerMatch) -> BinaryLayerConstants:
 
 def _prim_func(args: list[te.Tensor], out: te.Tensor, pattern: int, kernel: str):
     """(PrimFunc, output shape) with patvm's attributes."""
-    func = te.create_prim_func(args + [out], index_dtype_override="int64").without_attr("global_symbol").with_attr("op_pattern", pattern).with_attr(PATVM_KERNEL_ATTR, kernel)
+    func = (
+        te.create_prim_func(args + [out], index_dtype_override="int64")
+        .without_attr("global_symbol")
+        .with_attr("op_pattern", pattern)
+        .with_attr(PATVM_KERNEL_ATTR, kernel)
+    )
     return func, [int(s) for s in out.shape]
 
 
@@ -130,7 +135,7 @@ class BinaryLayerRewriter(PyExprMutator):
                 relax.call_tir(gv, [x4, relax.const(thresholds)], relax.TensorType(out, "uint64")))
         return self._packed[key]
 
-    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 - TVM's visitor name
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
         if not isinstance(call.op, tvm.ir.Op) or call.op.name not in ("relax.nn.conv2d", "relax.matmul"):
             return call

@@ -6,8 +6,8 @@ reason it stays on TVM's fp32 path (recorded in the report; never an error, neve
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 from tvm import relax

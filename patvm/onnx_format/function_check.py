@@ -102,7 +102,8 @@ def first_difference(probe: Probe, got: np.ndarray) -> str | None:
     if got.dtype != np.float32:
         return f"returns {got.dtype} instead of float32"
     if got.shape != want.shape:
-        return f"returns shape {list(got.shape)} for an input of shape {list(probe.x.shape)} (expected {list(want.shape)})"
+        return (f"returns shape {list(got.shape)} for an input of shape {list(probe.x.shape)} "
+                f"(expected {list(want.shape)})")
     same = (got == want) | (np.isnan(got) & np.isnan(want))
     if same.all():
         return None

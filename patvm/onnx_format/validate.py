@@ -88,7 +88,9 @@ def load_model(path_or_model, base_dir: str | os.PathLike | None = None) -> onnx
         source = _Source(f"model '{one_line(model.graph.name or 'in memory')}'", folder)
     elif isinstance(path_or_model, (str, os.PathLike)):
         path = os.fspath(path_or_model)
-        source = _Source(one_line(path, PATH_LIMIT), os.path.dirname(os.path.abspath(path)) if _is_plain(path) else None)
+        source = _Source(
+            one_line(path, PATH_LIMIT), os.path.dirname(os.path.abspath(path)) if _is_plain(path) else None
+        )
         model = parse_model(read_model_bytes(path, source), source)
     else:
         raise ModelError(f"expected a model path or an onnx.ModelProto, got {type(path_or_model).__name__}")
@@ -294,7 +296,7 @@ def typed_value_count(tensor: TensorProto) -> tuple[int, int]:
 
 def all_tensors(model: onnx.ModelProto) -> Iterator[tuple[TensorProto, str]]:
     """Every stored tensor (initializers, sparse parts, attribute tensors anywhere) with a label."""
-    for graph, where in all_graphs(model):
+    for graph, _where in all_graphs(model):
         if isinstance(graph, onnx.GraphProto):
             for t in graph.initializer:
                 yield t, f"initializer '{one_line(t.name)}'"
@@ -364,7 +366,10 @@ def check_graph_input_shapes(graph: onnx.GraphProto, source: _Source) -> None:
 def external_info(tensor: TensorProto, label: str, source: _Source) -> dict[str, str]:
     info: dict[str, str] = {}
     for entry in tensor.external_data:
-        source.require(entry.key in EXTERNAL_KEYS, f"{label} has an unknown external data key '{one_line(entry.key, 40)}'")
+        source.require(
+            entry.key in EXTERNAL_KEYS,
+            f"{label} has an unknown external data key '{one_line(entry.key, 40)}'",
+        )
         info[entry.key] = entry.value
     return info
 

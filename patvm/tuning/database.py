@@ -165,7 +165,7 @@ def _decode_workload(item):
         raise ValueError('expected ["<structural hash>", "<base64 IRModule>"]')
     try:
         workload = ms.database.Workload.from_json(item)
-    except Exception as exc:  # noqa: BLE001 - TVM raises several types for a damaged payload
+    except Exception as exc:  # TVM raises several types for a damaged payload
         raise ValueError(f"the IRModule does not decode ({_first_line(exc)})") from exc
     if str(tvm_ffi.structural_hash(workload.mod)) != item[0]:
         raise ValueError("the structural hash does not match its IRModule (an edited line?)")
@@ -193,7 +193,7 @@ def _decode_record(payload, workload):
     from tvm.s_tir import meta_schedule as ms
     try:
         return ms.database.TuningRecord.from_json(payload, workload)
-    except Exception as exc:  # noqa: BLE001 - a trace that does not replay raises ScheduleError etc.
+    except Exception as exc:  # a trace that does not replay raises ScheduleError etc.
         raise ValueError(f"the record does not apply to its workload ({_first_line(exc)})") from exc
 
 
@@ -272,7 +272,9 @@ def load_database(folder, *, strict: bool = True, decode: str = "all", must_exis
     if decode == "best":
         best: dict[int, Entry] = {}
         for _, _, entry in pending:
-            if math.isfinite(entry.seconds) and (entry.workload not in best or entry.seconds < best[entry.workload].seconds):
+            if math.isfinite(entry.seconds) and (
+                entry.workload not in best or entry.seconds < best[entry.workload].seconds
+            ):
                 best[entry.workload] = entry
         wanted = {id(e) for e in best.values()}
     for number, text, entry in pending:
@@ -518,7 +520,9 @@ def export_best(source, destination) -> dict:
         src_meta, dst_meta = read_meta(source), read_meta(destination)
         keys = {json.dumps(target_key(e.payload[2]), sort_keys=True) for e in list(best.values()) + dst.entries}
         if len(keys) > 1:
-            raise DatabaseError(f"{source} and {destination} hold records for different targets ({', '.join(sorted(keys))})")
+            raise DatabaseError(
+                f"{source} and {destination} hold records for different targets ({', '.join(sorted(keys))})"
+            )
         workloads, modules = list(dst.workloads), [w.mod for w in dst.modules]
         kept = dst.best_per_workload()
         chosen = {index: entry for index, entry in kept.items()}

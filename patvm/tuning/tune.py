@@ -27,10 +27,10 @@ from pathlib import Path
 
 from patvm.errors import PatvmError
 from patvm.targets import TargetSpec, resolve_target
+from patvm.tensor_intrinsics import cpu_tensor_intrinsics, needs_tensor_intrinsics
 from patvm.tuning import database as dbmod
 from patvm.tuning.progress import Progress, format_elapsed, format_ms
 from patvm.tuning.tasks import TuningTask, extract_tasks, hand_schedule, prepared_module
-from patvm.tensor_intrinsics import cpu_tensor_intrinsics, needs_tensor_intrinsics
 from patvm.tuning.workers import build_module
 
 LOG_DIR = "logs"
@@ -556,7 +556,7 @@ def _tune_tasks(tasks: list[TuningTask], spec, tvm_target, trials, store, meta, 
         progress.start_task(index, task.name, state["done"], trials if selected else state["done"],
                             state["best"], hand, "" if selected else "skipped (--only)")
         if selected and remaining > 0:
-            def on_batch(task=task, state=state):
+            def on_batch(task=task, state=state, note=note):
                 new = [e for e in store.flush() if e.trace_key != note.get("hand")]
                 if new:
                     state["done"] += len(new)

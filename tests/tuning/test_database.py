@@ -245,7 +245,9 @@ def test_export_refuses_an_empty_or_failed_database(kernels, tmp_path):
         dbmod.export_best(failed, tmp_path / "out")
 
 
-SHIPPED = sorted(p.parent for p in (dbmod.Path(__file__).resolve().parents[2] / "schedules").glob(f"*/{dbmod.RECORD_FILE}"))
+SHIPPED = sorted(
+    p.parent for p in (dbmod.Path(__file__).resolve().parents[2] / "schedules").glob(f"*/{dbmod.RECORD_FILE}")
+)
 
 
 @pytest.mark.parametrize("folder", SHIPPED, ids=[p.name for p in SHIPPED])

@@ -45,8 +45,12 @@ def conv2d_blocked(x: te.Tensor, w: te.Tensor, strides, padding, ow_tile: int, n
     oh = (h + top + bottom - kh) // sh + 1
     ow = (wd + left + right - kw) // sw + 1
     owp = ceil_to(ow, ow_tile)
-    right = max(right, (owp - 1) * sw + kw - wd - left)   # the padded width reads zeros only
-    xp = topi.nn.pad(x, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name=PAD_BLOCK) if top or left or bottom or right else x
+    right = max(right, (owp - 1) * sw + kw - wd - left)  # the padded width reads zeros only
+    xp = (
+        topi.nn.pad(x, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name=PAD_BLOCK)
+        if top or left or bottom or right
+        else x
+    )
     rc = te.reduce_axis((0, cb), "rc")
     rh = te.reduce_axis((0, kh), "rh")
     rw = te.reduce_axis((0, kw), "rw")
@@ -63,7 +67,9 @@ def conv2d_blocked(x: te.Tensor, w: te.Tensor, strides, padding, ow_tile: int, n
 def block_nchw(x: te.Tensor, block: int) -> te.Tensor:
     """[N, C, H, W] -> [N, C/block, H, W, block]."""
     n, c, h, w = (int(v) for v in x.shape)
-    return te.compute((n, c // block, h, w, block), lambda b, o, y, xx, i: x[b, o * block + i, y, xx], name="block_data")
+    return te.compute(
+        (n, c // block, h, w, block), lambda b, o, y, xx, i: x[b, o * block + i, y, xx], name="block_data"
+    )
 
 
 def unblock_nchw(x: te.Tensor) -> te.Tensor:

@@ -25,8 +25,6 @@ from patvm.compiler.ops.packing import PACK_BLOCK
 from patvm.compiler.schedules.common import block_names, inline_all_except, loop_extent
 
 
-
-
 def largest_divisor(n: int, candidates: tuple[int, ...]) -> int:
     return next((c for c in candidates if n % c == 0), 1)
 

@@ -6,6 +6,12 @@
     reference_outputs     qonnx's own executor, the reference patvm checks such models against
 """
 from patvm.frontends.qonnx.reference import reference_outputs
-from patvm.frontends.qonnx.rewrite import QONNX_DOMAINS, has_low_bit_qcdq, is_qonnx, needs_rewrite, to_canonical
+from patvm.frontends.qonnx.rewrite import (
+    QONNX_DOMAINS,
+    has_low_bit_qcdq,
+    is_qonnx,
+    needs_rewrite,
+    to_canonical,
+)
 
 __all__ = ["QONNX_DOMAINS", "has_low_bit_qcdq", "is_qonnx", "needs_rewrite", "reference_outputs", "to_canonical"]

@@ -105,7 +105,7 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list]:
     probe.opset_import.extend([o for o in model.opset_import if o.domain not in QONNX_DOMAINS])
     try:
         inferred = onnx.shape_inference.infer_shapes(probe)
-    except Exception as exc:  # noqa: BLE001 - onnx raises several types; all mean "cannot infer"
+    except Exception as exc:  # onnx raises several types; all mean "cannot infer"
         raise ModelError(f"ONNX shape inference failed on the QONNX model: {str(exc).splitlines()[0][:200]}") from exc
     shapes = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
@@ -515,7 +515,10 @@ def _dequantize(graph: _Graph, node: onnx.NodeProto, producers: dict):
         bounds = [graph.consts.get(i) if i else None for i in list(clip.input[1:3]) + [""] * (3 - len(clip.input))]
         if any(i and b is None for i, b in zip(clip.input[1:3], bounds)):
             return None
-        if any(b is not None and (np.size(b) != 1 or not np.issubdtype(np.asarray(b).dtype, np.integer)) for b in bounds):
+        if any(
+            b is not None and (np.size(b) != 1 or not np.issubdtype(np.asarray(b).dtype, np.integer))
+            for b in bounds
+        ):
             return None
         lo = max(lo, int(np.asarray(bounds[0]).reshape(()))) if bounds[0] is not None else lo
         hi = min(hi, int(np.asarray(bounds[1]).reshape(()))) if bounds[1] is not None else hi
@@ -525,13 +528,20 @@ def _dequantize(graph: _Graph, node: onnx.NodeProto, producers: dict):
         w = np.asarray(graph.consts[src])
         if not np.issubdtype(w.dtype, np.integer):
             return None
-        integer = (np.clip(w.astype(np.int64), lo, hi) - _along(out_zero, w.ndim, axis).astype(np.int64)).astype(np.float32)
+        integer = (
+            np.clip(w.astype(np.int64), lo, hi) - _along(out_zero, w.ndim, axis).astype(np.int64)
+        ).astype(np.float32)
         folded = (integer * _along(out_scale, w.ndim, axis)).astype(np.float32)
         per_row = (np.size(out_scale) > 1 and axis % w.ndim == 0 and np.size(out_zero) == 1
                    and len(np.unique(out_scale)) > 1)
         return "weight", folded, ((integer, np.asarray(out_scale, np.float32).reshape(-1)) if per_row else None)
     quant = producers.get(src)
-    if quant is None or quant.op_type != "QuantizeLinear" or quant.domain not in ("", "ai.onnx") or hi - lo + 1 > QCDQ_MAX_LEVELS:
+    if (
+        quant is None
+        or quant.op_type != "QuantizeLinear"
+        or quant.domain not in ("", "ai.onnx")
+        or hi - lo + 1 > QCDQ_MAX_LEVELS
+    ):
         return None
     scale = graph.consts.get(quant.input[1])
     zero = graph.consts.get(quant.input[2]) if len(quant.input) > 2 and quant.input[2] else np.zeros((), dtype)
@@ -542,8 +552,13 @@ def _dequantize(graph: _Graph, node: onnx.NodeProto, producers: dict):
     if any(np.size(v) > 1 for v in params.values()) and axis != 1:
         return None
     channels = max(np.size(v) for v in params.values())
-    vectors = {k: (np.asarray(v).reshape(-1) if np.size(v) > 1 else np.asarray(v).reshape(())) for k, v in params.items()}
-    op = ar.LinearQuant(vectors["scale"], vectors["zero_point"], lo, hi, vectors["out_scale"], vectors["out_zero_point"])
+    vectors = {
+        k: (np.asarray(v).reshape(-1) if np.size(v) > 1 else np.asarray(v).reshape(()))
+        for k, v in params.items()
+    }
+    op = ar.LinearQuant(
+        vectors["scale"], vectors["zero_point"], lo, hi, vectors["out_scale"], vectors["out_zero_point"]
+    )
     try:
         thr, lv = ar.staircase_of(op, channels)
     except ValueError as exc:
