@@ -86,7 +86,7 @@ def cmd_demo(args) -> None:
 
 
 def cmd_deploy(args) -> None:
-    from patvm.deploy import deploy_command
+    from patvm.deploy.command import deploy_command
     deploy_command(args)
 
 
@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="download the aarch64 TVM runtime (pip, pinned versions) into the cache if missing")
     dp.add_argument("--runtime-dir", help="aarch64 runtime folder (default ~/.cache/patvm/aarch64-runtime/...)")
     dp.add_argument("--wheel-dir", help="with --fetch-runtime: take the aarch64 wheels from here (offline)")
+    dp.add_argument("--force", action="store_true",
+                    help="with --fetch-runtime: fetch it again even when the cached copy is complete")
     dp.add_argument("--build", action="store_true", help="cross-compile the runner (aarch64-linux-gnu-g++)")
     dp.add_argument("--run", metavar="INPUT.npy", help="run the module under qemu-aarch64 on this input")
     dp.add_argument("--verify", action="store_true", help="with --run: compare with onnxruntime")
@@ -194,8 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
 def default_thread_count() -> None:
     """TVM's pool uses half the cores on x86 unless told: make runs and timings use all available ones."""
     import os
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    os.environ.setdefault("TVM_NUM_THREADS", str(cores))
+
+    from patvm.host import usable_cores
+    os.environ.setdefault("TVM_NUM_THREADS", str(usable_cores()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from patvm.errors import InputError, PatvmError
+from patvm.errors import InputError, PatvmError, last_line
 from patvm.files import atomic_path, atomic_write_bytes
 
 SIDECAR_SUFFIX = ".json"
@@ -103,7 +103,7 @@ class CompiledModel:
             try:
                 self.module.export_library(tmp, **kwargs)
             except Exception as exc:  # a missing cross compiler, a full disk, ...
-                raise PatvmError(f"cannot export {path}: {str(exc).strip().splitlines()[-1][:200]}") from exc
+                raise PatvmError(f"cannot export {path}: {last_line(exc, 200)}") from exc
         meta = {"format": "patvm-module-1", "target": self.target_name, "family": self.family,
                 "inputs": self.inputs, "layers": self.layers, "schedules": self.schedules}
         atomic_write_bytes(path + SIDECAR_SUFFIX, json.dumps(meta, indent=1).encode())
@@ -172,7 +172,7 @@ def load_module(path: str | os.PathLike) -> CompiledModel:
     try:
         module = tvm.runtime.load_module(os.path.abspath(path))
     except Exception as exc:  # TVM raises its own error types for unloadable files
-        raise PatvmError(f"cannot load {path}: {str(exc).strip().splitlines()[-1][:200]}") from exc
+        raise PatvmError(f"cannot load {path}: {last_line(exc, 200)}") from exc
     return CompiledModel(module, meta["target"], meta["family"], meta["inputs"], meta["layers"],
                          schedules=meta.get("schedules"))
 

@@ -22,7 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from patvm.approx.staircase import Staircase, broadcast_per_channel
-from patvm.errors import ModelError, PatvmError, require
+from patvm.errors import ModelError, PatvmError, first_line, last_line, require
 from patvm.frontends import qonnx as qonnx_frontend
 from patvm.onnx_format import paquantize
 from patvm.onnx_format.validate import load_model, value_ranks
@@ -54,7 +54,7 @@ def _value_ranks(model: onnx.ModelProto) -> dict[str, int]:
     try:
         return value_ranks(model)
     except Exception as exc:  # onnx raises several types; all mean "cannot infer"
-        raise ModelError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from exc
+        raise ModelError(f"ONNX shape inference failed: {first_line(exc)}") from exc
 
 
 def quantizer_staircase(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> Staircase:
@@ -143,5 +143,5 @@ def import_model(model_or_path) -> tuple[tvm.IRModule, onnx.ModelProto, list[Gra
     try:
         mod = from_onnx(canonical, keep_params_in_input=False)
     except Exception as exc:  # the frontend raises assorted errors for unsupported graphs
-        raise ModelError(f"TVM's ONNX importer refused the model: {str(exc).strip().splitlines()[-1][:300]}") from exc
+        raise ModelError(f"TVM's ONNX importer refused the model: {last_line(exc, 300)}") from exc
     return mod, model, inputs

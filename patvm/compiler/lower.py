@@ -24,6 +24,7 @@ from patvm.compiler.match import LayerMatch, match_layer, static_shape
 from patvm.compiler.ops.bitserial import ConvGeometry, bitserial_conv2d
 from patvm.compiler.ops.packing import pack_activation_planes, pack_weight_planes
 from patvm.compiler.strategy import StrategyPolicy
+from patvm.compiler.workload import WorkloadKey
 
 OP_PATTERN_OUT_ELEMWISE_FUSABLE = 4
 OP_PATTERN_OPAQUE = 8
@@ -186,9 +187,9 @@ class BinaryLayerRewriter(PyExprMutator):
 
 
 def workload_key(match: LayerMatch) -> str:
-    """A layer's identity for measured strategy choices: kind, shapes, geometry, plane counts."""
-    return (f"{match.kind}:x{list(static_shape(match.x))}:w{list(match.weight.shape)}:s{match.stride}:p{match.pad}:"
-            f"values{len(np.unique(match.weight))}:N{match.staircase.N}")
+    """A layer's identity for measured strategy choices (patvm.compiler.workload), in its string form."""
+    return str(WorkloadKey(match.kind, static_shape(match.x), tuple(int(d) for d in match.weight.shape),
+                           match.stride, match.pad, len(np.unique(match.weight)), match.staircase.N))
 
 
 def lower_binary_layers(mod: tvm.IRModule, policy: StrategyPolicy | None = None

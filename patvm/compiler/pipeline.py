@@ -50,7 +50,7 @@ def compile_model(model_or_path, target="host", tuning_db=None, strategy="auto")
 
 def open_tuning(spec, tuning_db):
     """(MetaSchedule database or None, measured strategies or None, {"database": folder, "shipped": bool})."""
-    from patvm.tuning import database as dbmod
+    from patvm import records as dbmod
     shipped = tuning_db is None
     folder = dbmod.shipped_schedules(spec) if shipped else (tuning_db or None)
     if folder is None:

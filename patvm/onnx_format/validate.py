@@ -32,7 +32,7 @@ from onnx import TensorProto, numpy_helper
 from onnx.external_data_helper import load_external_data_for_tensor
 
 from patvm.approx.staircase import validate_staircase
-from patvm.errors import ModelError, PatvmError
+from patvm.errors import ModelError, PatvmError, first_line
 from patvm.onnx_format import paquantize
 from patvm.onnx_format.function_check import QuantizerUse, function_problem
 
@@ -54,9 +54,9 @@ def one_line(text: object, limit: int = MESSAGE_PART_LIMIT) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
-def first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return one_line(lines[0] if lines else type(exc).__name__, 300)
+def printable_first_line(exc: BaseException) -> str:
+    """An exception's first line (patvm.errors.first_line) made safe for a one-line message."""
+    return one_line(first_line(exc), 300)
 
 
 class _Source:
@@ -150,7 +150,7 @@ def parse_model(data: bytes, source: _Source) -> onnx.ModelProto:
     try:
         model.ParseFromString(data)
     except Exception as exc:  # noqa: BLE001 - DecodeError, or RuntimeError from some protobuf backends
-        raise source.fail(f"not an ONNX protobuf file (corrupt or truncated): {first_line(exc)}") from None
+        raise source.fail(f"not an ONNX protobuf file (corrupt or truncated): {printable_first_line(exc)}") from None
     return model
 
 
@@ -436,7 +436,7 @@ def load_checked_external_data(external: list[tuple[TensorProto, str]], source: 
         try:
             load_external_data_for_tensor(tensor, source.folder)
         except Exception as exc:  # noqa: BLE001 - onnx raises ValueError, OSError or its own errors
-            raise source.fail(f"{label}: onnx refused to load its external data: {first_line(exc)}") from None
+            raise source.fail(f"{label}: onnx refused to load its external data: {printable_first_line(exc)}") from None
         source.require(len(tensor.raw_data) == need, f"{label} external data changed while it was read")
 
 
@@ -445,7 +445,7 @@ def run_onnx_checker(model: onnx.ModelProto, source: _Source) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # noqa: BLE001 - ValidationError, InferenceError, ValueError (too large)
-        raise source.fail(f"fails the ONNX checker: {first_line(exc)}") from None
+        raise source.fail(f"fails the ONNX checker: {printable_first_line(exc)}") from None
 
 
 # ---------------------------------------------------------------------------------------------- ai.patvm

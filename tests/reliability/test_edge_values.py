@@ -11,8 +11,8 @@ import pytest
 
 import patvm
 from patvm.approx import Staircase, abc_activation_staircase, conv2d_nchw
-from patvm.fuzz import onnxruntime_outputs
 from patvm.onnx_format import GraphWriter
+from patvm.testing import onnxruntime_outputs
 
 F32 = np.float32
 PA_THRESHOLDS = np.array([-0.5, 0.0, 0.5, 1.0], F32)

@@ -15,6 +15,7 @@ import pytest
 from tuning_helpers import QUICK, alive, patvm_cli, patvm_popen, process_tree, save_tiny_model, stop_tree
 
 from patvm.tuning import database as dbmod
+from patvm.tuning import export
 
 TRIALS = 2
 
@@ -213,7 +214,7 @@ def test_shipped_schedules_apply_when_the_target_matches(tuned, tmp_path, monkey
     its record, the report says so); another target, or --no-tuning-db, builds with hand schedules."""
     import patvm
     schedules = tmp_path / "schedules"
-    dbmod.export_best(tuned.db, schedules / "this-cpu")
+    export.export_best(tuned.db, schedules / "this-cpu")
     monkeypatch.setattr(dbmod, "SCHEDULES_DIR", schedules)
 
     shipped = patvm.compile(tuned.model, target="host", strategy="bit-serial")

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from patvm.errors import ModelError
+from patvm.errors import ModelError, first_line
 from patvm.frontends.qonnx import arithmetic as ar
 from patvm.onnx_format import paquantize
 
@@ -106,7 +106,7 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list]:
     try:
         inferred = onnx.shape_inference.infer_shapes(probe)
     except Exception as exc:  # onnx raises several types; all mean "cannot infer"
-        raise ModelError(f"ONNX shape inference failed on the QONNX model: {str(exc).splitlines()[0][:200]}") from exc
+        raise ModelError(f"ONNX shape inference failed on the QONNX model: {first_line(exc, 200)}") from exc
     shapes = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         tt = vi.type.tensor_type
