@@ -73,11 +73,11 @@ def test_register_tile_fits_the_registers_and_wastes_little():
     assert nchw_blocks(3, 64, 16) == (3, 16) and nchw_blocks(24, 16, 16) is None and nchw_blocks(16, 24, 16) == (16, 8)
 
 
-@pytest.mark.parametrize("group,dilation", [(2, 1), (4, 1), (1, 2), (64, 1)], ids=["groups 2", "groups 4", "dilated",
-                                                                                   "depthwise"])
+@pytest.mark.parametrize("group,dilation", [(2, 1), (4, 1), (1, 2), (64, 2)], ids=["groups 2", "groups 4", "dilated",
+                                                                                   "depthwise dilated"])
 def test_grouped_and_dilated_convs_between_blocked_layers(group, dilation):
-    """ConvertLayout blocks these too (their weights' input channels divide into blocks); patvm computes them
-    with TVM's NCHW conv between unblocking and blocking steps."""
+    """ConvertLayout blocks these too (their weights' output channels divide into blocks); patvm computes
+    them with TVM's NCHW conv between unblocking and blocking steps."""
     rng = np.random.default_rng(group + dilation)
     g = GraphWriter("grouped")
     x = g.input("x", [1, 64, 12, 12])
@@ -90,3 +90,39 @@ def test_grouped_and_dilated_convs_between_blocked_layers(group, dilation):
     want = onnxruntime_output(model, x)
     got = patvm.compile(model, target="host", tuning_db=False).run(x)[0]
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+
+
+DEPTHWISE_CASES = {   # name: (C, H, W, k, stride, pad)
+    "3x3": (32, 14, 14, 3, 1, 1),
+    "3x3 stride 2": (64, 15, 15, 3, 2, 1),
+    "odd width": (16, 9, 13, 3, 1, 1),
+    "5x5 no padding": (48, 11, 11, 5, 1, 0),
+    "7 wide": (32, 7, 7, 3, 1, 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEPTHWISE_CASES))
+def test_depthwise_convs_run_blocked_between_blocked_layers(case):
+    """1x1 conv -> BatchNorm -> ReLU -> depthwise -> BatchNorm -> ReLU -> 1x1 conv (a MobileNet block): the
+    depthwise conv is patvm's blocked kernel, and no layout transform separates it from its neighbours."""
+    C, H, W, k, stride, pad = DEPTHWISE_CASES[case]
+    rng = np.random.default_rng(C + H + k)
+    g = GraphWriter("depthwise")
+    x = g.input("x", [2, C, H, W])
+
+    def batchnorm_relu(y):
+        return g.relu(g.batchnorm(y, rng.uniform(0.5, 2, C), rng.standard_normal(C), rng.standard_normal(C),
+                                  rng.uniform(0.5, 2, C)))
+
+    y = batchnorm_relu(g.conv(x, rng.standard_normal((C, C, 1, 1)).astype(np.float32) / np.sqrt(C), None))
+    y = batchnorm_relu(g.conv(y, rng.standard_normal((C, 1, k, k)).astype(np.float32) / k, None, stride=stride,
+                              pad=pad, group=C))
+    g.output(g.conv(y, rng.standard_normal((16, C, 1, 1)).astype(np.float32) / np.sqrt(C), None))
+    model = g.model()
+    x = rng.standard_normal((2, C, H, W)).astype(np.float32)
+    compiled = patvm.compile(model, target="host", tuning_db=False)
+    want = onnxruntime_output(model, x)
+    np.testing.assert_allclose(compiled.run(x)[0], want, rtol=0, atol=2e-5 * np.abs(want).max())
+    kernels = set(re.findall(r"^__tvm_ffi_(\w+):", module_source(compiled.module.mod), re.M))
+    assert sum("depthwise_conv2d_blocked" in k for k in kernels) == 1, kernels
+    assert sum("layout_transform" in k for k in kernels) == 2, kernels   # the graph's input and output only

@@ -3,19 +3,26 @@ USENIX ATC 2019): data NCHW[b]c, weights OIHW[b]i[b]o (transformed at compile ti
 
     y[n, o_, oh, ow, oi] = sum_{c_, kh, kw, ci} x[n, c_, oh*s + kh - p, ow*s + kw - p, ci] * w[o_, c_, kh, kw, ci, oi]
 
+and the depthwise conv in the same layout, weights [C/b, 1, KH, KW, b]:
+
+    y[n, c_, oh, ow, ci] = sum_{kh, kw} x[n, c_, oh*s + kh - p, ow*s + kw - p, ci] * w[c_, 0, kh, kw, ci]
+
 The schedule (patvm.compiler.schedules.cpu.Conv2dBlockedCPU) keeps a register tile of `ow_tile` output
 pixels x the b output channels of one block in vector registers and broadcasts one input value into each
-FMA. The output width is computed padded to a multiple of `ow_tile` (the tile never has a ragged end) and
-cropped by the output block, into which the epilogue (BatchNorm, ReLU, residual add) is inlined.
+FMA (the depthwise conv multiplies input vectors instead). The output width is computed padded to a
+multiple of `ow_tile` (the tile never has a ragged end) and cropped by the output block, into which the
+epilogue (BatchNorm, ReLU, residual add) is inlined.
 
-`patvm.compiler.layout` puts every conv2d it can into this layout with Relax's ConvertLayout, so a run of
-fp32 layers stays blocked and layout transforms happen only at its edges. A grouped or dilated conv that
-ConvertLayout blocked is computed by TVM's NCHW conv between unblocking and blocking steps. A conv whose
+`patvm.compiler.layout` puts every conv2d it can into this layout with Relax's ConvertLayout (weights
+OIHW[b]o: only output channels blocked, so depthwise weights, with one input channel, block too; the
+legalisation regroups them to OIHW[b]i[b]o at compile time), so a run of fp32 layers stays blocked and
+layout transforms happen only at its edges. A grouped (not depthwise) or dilated conv that ConvertLayout
+blocked is computed by TVM's NCHW conv between unblocking and blocking steps. A conv whose
 channel counts do not divide into blocks (the 3-channel stem) keeps NCHW data at the Relax level: a small
 kernel of its own blocks its input (block = C) and the conv's output block writes NCHW.
 
-Block names are the contract with the schedule: "conv2d_blocked_pad", "conv2d_blocked",
-"conv2d_blocked_output".
+Block names are the contract with the schedule: "conv2d_blocked_pad", "conv2d_blocked" or
+"depthwise_conv2d_blocked", "conv2d_blocked_output".
 """
 from __future__ import annotations
 
@@ -26,31 +33,45 @@ from tvm.relax import BlockBuilder, Call, Expr
 
 PAD_BLOCK = "conv2d_blocked_pad"
 CONV_BLOCK = "conv2d_blocked"
+DEPTHWISE_BLOCK = "depthwise_conv2d_blocked"
 OUTPUT_BLOCK = "conv2d_blocked_output"
 
 _BLOCKED_DATA = re.compile(r"^NCHW(\d+)c$")
-_BLOCKED_KERNEL = re.compile(r"^OIHW(\d+)i(\d+)o$")
+_BLOCKED_KERNEL = re.compile(r"^OIHW(\d+)o$")
 
 
 def ceil_to(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def conv2d_blocked(x: te.Tensor, w: te.Tensor, strides, padding, ow_tile: int, nchw_output: bool = False) -> te.Tensor:
-    """x [N, C/ib, H, W, ib], w [O/ob, C/ib, KH, KW, ib, ob] -> [N, O/ob, OH, OW, ob] (or [N, O, OH, OW])."""
-    n, cb, h, wd, ib = (int(v) for v in x.shape)
-    obn, _, kh, kw, _, ob = (int(v) for v in w.shape)
+def _padded_input(x: te.Tensor, kernel, strides, padding, ow_tile: int):
+    """(padded x, output height, output width padded to a multiple of ow_tile, true output width)."""
+    _, _, h, wd, _ = (int(v) for v in x.shape)
+    kh, kw = kernel
     sh, sw = (int(v) for v in strides)
     top, left, bottom, right = (int(v) for v in padding)
     oh = (h + top + bottom - kh) // sh + 1
     ow = (wd + left + right - kw) // sw + 1
     owp = ceil_to(ow, ow_tile)
-    right = max(right, (owp - 1) * sw + kw - wd - left)  # the padded width reads zeros only
-    xp = (
-        topi.nn.pad(x, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name=PAD_BLOCK)
-        if top or left or bottom or right
-        else x
-    )
+    right = max(right, (owp - 1) * sw + kw - wd - left)   # the padded width reads zeros only
+    if top or left or bottom or right:
+        x = topi.nn.pad(x, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name=PAD_BLOCK)
+    return x, oh, owp, ow
+
+
+def _cropped(conv: te.Tensor, ow: int) -> te.Tensor:
+    n, cb, oh, owp, b = (int(v) for v in conv.shape)
+    if owp == ow:
+        return conv
+    return te.compute((n, cb, oh, ow, b), lambda *i: conv(*i), name=OUTPUT_BLOCK)
+
+
+def conv2d_blocked(x: te.Tensor, w: te.Tensor, strides, padding, ow_tile: int, nchw_output: bool = False) -> te.Tensor:
+    """x [N, C/ib, H, W, ib], w [O/ob, C/ib, KH, KW, ib, ob] -> [N, O/ob, OH, OW, ob] (or [N, O, OH, OW])."""
+    n, cb, _, _, ib = (int(v) for v in x.shape)
+    obn, _, kh, kw, _, ob = (int(v) for v in w.shape)
+    sh, sw = (int(v) for v in strides)
+    xp, oh, owp, ow = _padded_input(x, (kh, kw), strides, padding, ow_tile)
     rc = te.reduce_axis((0, cb), "rc")
     rh = te.reduce_axis((0, kh), "rh")
     rw = te.reduce_axis((0, kw), "rw")
@@ -59,17 +80,27 @@ def conv2d_blocked(x: te.Tensor, w: te.Tensor, strides, padding, ow_tile: int, n
         xp[b, rc, y * sh + rh, xx * sw + rw, ri] * w[o, rc, rh, rw, ri, oi], axis=[rc, rh, rw, ri]), name=CONV_BLOCK)
     if nchw_output:
         return te.compute((n, obn * ob, oh, ow), lambda b, c, y, xx: conv[b, c // ob, y, xx, c % ob], name=OUTPUT_BLOCK)
-    if owp != ow:
-        return te.compute((n, obn, oh, ow, ob), lambda *i: conv(*i), name=OUTPUT_BLOCK)
-    return conv
+    return _cropped(conv, ow)
+
+
+def depthwise_conv2d_blocked(x: te.Tensor, w: te.Tensor, strides, padding, ow_tile: int) -> te.Tensor:
+    """x [N, C/b, H, W, b], w [C/b, 1, KH, KW, b] -> [N, C/b, OH, OW, b]."""
+    n, cb, _, _, b = (int(v) for v in x.shape)
+    _, _, kh, kw, _ = (int(v) for v in w.shape)
+    sh, sw = (int(v) for v in strides)
+    xp, oh, owp, ow = _padded_input(x, (kh, kw), strides, padding, ow_tile)
+    rh = te.reduce_axis((0, kh), "rh")
+    rw = te.reduce_axis((0, kw), "rw")
+    conv = te.compute((n, cb, oh, owp, b), lambda i, c, y, xx, ci: te.sum(
+        xp[i, c, y * sh + rh, xx * sw + rw, ci] * w[c, 0, rh, rw, ci], axis=[rh, rw]), name=DEPTHWISE_BLOCK)
+    return _cropped(conv, ow)
 
 
 def block_nchw(x: te.Tensor, block: int) -> te.Tensor:
     """[N, C, H, W] -> [N, C/block, H, W, block]."""
     n, c, h, w = (int(v) for v in x.shape)
-    return te.compute(
-        (n, c // block, h, w, block), lambda b, o, y, xx, i: x[b, o * block + i, y, xx], name="block_data"
-    )
+    return te.compute((n, c // block, h, w, block), lambda b, o, y, xx, i: x[b, o * block + i, y, xx],
+                      name="block_data")
 
 
 def unblock_nchw(x: te.Tensor) -> te.Tensor:
@@ -79,10 +110,17 @@ def unblock_nchw(x: te.Tensor) -> te.Tensor:
 
 
 def unblock_oihw(w: te.Tensor) -> te.Tensor:
-    """[O/ob, C/ib, KH, KW, ib, ob] -> [O, C, KH, KW]."""
-    a, b, kh, kw, ib, ob = (int(v) for v in w.shape)
-    return te.compute((a * ob, b * ib, kh, kw), lambda o, c, y, xx: w[o // ob, c // ib, y, xx, c % ib, o % ob],
-                      name="unblock_weight")
+    """[O/ob, C, KH, KW, ob] -> [O, C, KH, KW]."""
+    a, c, kh, kw, ob = (int(v) for v in w.shape)
+    return te.compute((a * ob, c, kh, kw), lambda o, i, y, xx: w[o // ob, i, y, xx, o % ob], name="unblock_weight")
+
+
+def block_input_channels(w: te.Tensor, ib: int) -> te.Tensor:
+    """[O/ob, C, KH, KW, ob] -> [O/ob, C/ib, KH, KW, ib, ob]: a step over the input channels of a block
+    reads consecutive weight vectors."""
+    a, c, kh, kw, ob = (int(v) for v in w.shape)
+    return te.compute((a, c // ib, kh, kw, ib, ob), lambda o, b, y, xx, i, j: w[o, b * ib + i, y, xx, j],
+                      name="block_weight")
 
 
 def block_oihw(w: te.Tensor, ib: int, ob: int) -> te.Tensor:
@@ -115,10 +153,10 @@ def vector_shape(target) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------ legalisation
 def blocked_layout(data_layout: str, kernel_layout: str) -> tuple[int, int] | None:
-    """(ib, ob) when the layouts are NCHW[ib]c / OIHW[ib]i[ob]o, else None."""
+    """(ib, ob) when the layouts are NCHW[ib]c / OIHW[ob]o, else None."""
     data, kernel = _BLOCKED_DATA.match(data_layout), _BLOCKED_KERNEL.match(kernel_layout)
-    if data and kernel and int(kernel.group(1)) == int(data.group(1)):
-        return int(data.group(1)), int(kernel.group(2))
+    if data and kernel:
+        return int(data.group(1)), int(kernel.group(1))
     return None
 
 
@@ -130,27 +168,37 @@ def nchw_blocks(channels: int, out_channels: int, block: int) -> tuple[int, int]
 
 
 def legalize_conv2d(bb: BlockBuilder, call: Call, block: int, fallback) -> Expr:
-    """relax.nn.conv2d -> the blocked kernel where it applies (groups 1, no dilation), else `fallback`."""
+    """relax.nn.conv2d -> the blocked kernel where it applies (groups 1 or depthwise, no dilation), else
+    `fallback`."""
     from tvm.target import Target
     attrs = call.attrs
     x, w = call.args
-    plain = [int(d) for d in attrs.dilation] == [1, 1] and int(attrs.groups) == 1 and call.ty.shape is not None
+    if call.ty.shape is None or attrs.out_layout != attrs.data_layout:
+        return fallback(bb, call)
+    undilated = [int(d) for d in attrs.dilation] == [1, 1]
+    groups = int(attrs.groups)
     blocks = blocked_layout(attrs.data_layout, attrs.kernel_layout)
-    if blocks is not None and attrs.out_layout == attrs.data_layout and not plain:
+    lanes, registers = vector_shape(Target.current())
+    if blocks is not None:
+        ib, ob = blocks
+        width = int(call.ty.shape[3])
+        channels = int(x.ty.shape[1]) * ib
+        if undilated and groups == 1:
+            wb = bb.emit_te(block_input_channels, w, ib, primfunc_name_hint="block_weight")  # folded: a constant
+            return bb.call_te(conv2d_blocked, x, wb, strides=attrs.strides, padding=attrs.padding,
+                              ow_tile=output_tile(width, lanes, registers, ob), primfunc_name_hint="conv2d_blocked")
+        if undilated and groups == channels and ib == ob and int(w.ty.shape[1]) == 1:
+            return bb.call_te(depthwise_conv2d_blocked, x, w, strides=attrs.strides, padding=attrs.padding,
+                              ow_tile=output_tile(width, lanes, registers, ob),
+                              primfunc_name_hint="depthwise_conv2d_blocked")
         # a grouped or dilated conv that ConvertLayout blocked: TVM's NCHW conv between (un)blocking steps
         xn = bb.emit_te(unblock_nchw, x, primfunc_name_hint="unblock_data")
         wn = bb.emit_te(unblock_oihw, w, primfunc_name_hint="unblock_weight")   # folded: w is a constant
-        y = bb.emit_te(topi.nn.conv, xn, wn, attrs.strides, attrs.padding, attrs.dilation, int(attrs.groups),
+        y = bb.emit_te(topi.nn.conv, xn, wn, attrs.strides, attrs.padding, attrs.dilation, groups,
                        "NCHW", "OIHW", primfunc_name_hint="conv2d")
-        return bb.call_te(block_nchw, y, blocks[1], primfunc_name_hint="block_data")
-    if not plain or attrs.out_layout != attrs.data_layout or (
-            blocks is None and (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW")):
+        return bb.call_te(block_nchw, y, ob, primfunc_name_hint="block_data")
+    if not undilated or groups != 1 or (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW"):
         return fallback(bb, call)
-    lanes, registers = vector_shape(Target.current())
-    if blocks is not None:
-        width = int(call.ty.shape[3])
-        return bb.call_te(conv2d_blocked, x, w, strides=attrs.strides, padding=attrs.padding,
-                          ow_tile=output_tile(width, lanes, registers, blocks[1]), primfunc_name_hint="conv2d_blocked")
     o, c = int(w.ty.shape[0]), int(w.ty.shape[1])
     blocks = nchw_blocks(c, o, block)
     if blocks is None:

@@ -19,8 +19,8 @@ from tvm.target import Target
 
 from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK
 from patvm.compiler.ops.conv2d_blocked import CONV_BLOCK as BLOCKED_CONV_BLOCK
+from patvm.compiler.ops.conv2d_blocked import DEPTHWISE_BLOCK, output_tile, vector_shape
 from patvm.compiler.ops.conv2d_blocked import PAD_BLOCK as BLOCKED_PAD_BLOCK
-from patvm.compiler.ops.conv2d_blocked import output_tile, vector_shape
 from patvm.compiler.ops.packing import PACK_BLOCK
 from patvm.compiler.schedules.common import block_names, inline_all_except, loop_extent
 
@@ -151,29 +151,31 @@ class PackActivationCPU(ScheduleRule):
 
 
 class Conv2dBlockedCPU(ScheduleRule):
-    """fp32 conv2d in the blocked layout (patvm.compiler.ops.conv2d_blocked): per (n, output block, output
-    row), tiles of ow_tile pixels x one output block, accumulated in vector registers (output channels
-    vectorised, pixels unrolled) over input blocks, kernel rows and columns and the channels of a block;
-    the output block with the epilogue inlined runs right after its row, while the row is in cache."""
+    """fp32 conv2d and depthwise conv2d in the blocked layout (patvm.compiler.ops.conv2d_blocked): per
+    (n, output block, output row), tiles of ow_tile pixels x one output block, accumulated in vector
+    registers (output channels vectorised, pixels unrolled) over the reduction (input blocks, kernel rows
+    and columns, the channels of a block; for depthwise, kernel rows and columns); the output block with
+    the epilogue inlined runs right after its row, while the row is in cache."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
         sch = s_tir.Schedule(func)
         names = block_names(sch)
-        if BLOCKED_CONV_BLOCK not in names:
+        anchor = next((b for b in (BLOCKED_CONV_BLOCK, DEPTHWISE_BLOCK) if b in names), None)
+        if anchor is None:
             return None
         last = names[-1]
-        inline_all_except(sch, {BLOCKED_PAD_BLOCK, BLOCKED_CONV_BLOCK, last})
+        inline_all_except(sch, {BLOCKED_PAD_BLOCK, anchor, last})
         cores = _cores(target)
         if BLOCKED_PAD_BLOCK in block_names(sch):
             _parallel_outer(sch, sch.get_sblock(BLOCKED_PAD_BLOCK), 3, cores)
-        conv = sch.get_sblock(BLOCKED_CONV_BLOCK)
-        n, ob, oh, ow, oi, rc, rh, rw, ri = sch.get_loops(conv)
+        conv = sch.get_sblock(anchor)
+        (n, ob, oh, ow, oi), reduction = sch.get_loops(conv)[:5], sch.get_loops(conv)[5:]
         lanes, registers = vector_shape(target)
         ow_tile = output_tile(loop_extent(sch, ow), lanes, registers, loop_extent(sch, oi))
         owo, owi = sch.split(ow, [None, ow_tile])
-        sch.reorder(n, ob, oh, owo, rc, rh, rw, ri, owi, oi)
+        sch.reorder(n, ob, oh, owo, *reduction, owi, oi)
         row = sch.fuse(n, ob, oh)
         sch.parallel(row)
         local = sch.cache_write(conv, 0, "local")
@@ -181,8 +183,8 @@ class Conv2dBlockedCPU(ScheduleRule):
         sch.unroll(owi)
         sch.vectorize(oi)
         sch.vectorize(sch.get_loops(local)[-1])
-        sch.decompose_reduction(conv, rc)
-        if last != BLOCKED_CONV_BLOCK:
+        sch.decompose_reduction(conv, reduction[0])
+        if last != anchor:
             output = sch.get_sblock(last)
             try:
                 sch.reverse_compute_at(output, row)
