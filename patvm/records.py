@@ -341,3 +341,36 @@ def read_meta(folder) -> dict:
     except (ValueError, OSError, AttributeError) as exc:
         raise DatabaseError(f"{path}: not a patvm tuning note ({exc}); delete it to start the notes afresh") from exc
     return meta
+
+
+# ---------------------------------------------------------------- measured strategies beside the database
+STRATEGY_FILE = "strategies.json"
+# {workload key: {"strategy": "bit-serial" | "fp32", ...}} (patvm.compiler.workload.WorkloadKey)
+STRATEGIES_SCHEMA = {
+    "type": "object",
+    "additionalProperties": {
+        "type": "object",
+        "required": ["strategy"],
+        "properties": {"strategy": {"enum": ["bit-serial", "fp32"]}},
+    },
+}
+
+
+def read_strategies(folder) -> dict | None:
+    """The measured per-layer choices `patvm tune --measure-strategies` wrote to FOLDER/strategies.json; None
+    when there is no folder or no such file. The one place that decides where they come from: `patvm compile
+    --tuning-db DIR`, the shipped database, `patvm tune --db DIR` and export all read them here."""
+    if folder is None:
+        return None
+    path = os.path.join(os.fspath(folder), STRATEGY_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            data = json.loads(f.read())
+    except ValueError as exc:
+        raise PatvmError(f"{path}: not valid JSON ({exc})") from exc
+    import jsonschema
+    if not jsonschema.Draft202012Validator(STRATEGIES_SCHEMA).is_valid(data):
+        raise PatvmError(f"{path}: expected {{workload: {{'strategy': 'bit-serial'|'fp32', ...}}}}")
+    return data

@@ -33,7 +33,6 @@ import os
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from patvm.approx.planes import decompose_weights
@@ -50,19 +49,13 @@ SMALL_CONSTANT = 64   # initializers up to this size stay in the shape-inference
 
 # ---- loading
 def load_checked(path: str | os.PathLike) -> onnx.ModelProto:
-    """Load an ONNX file and run the full checker; ModelError with one line if anything is wrong."""
+    """Load an ONNX file through patvm's safe loader (patvm.onnx_format.validate.load_model: file, protobuf,
+    tensors, external data, the full ONNX checker), as every other command does; ModelError with one line if
+    anything is wrong."""
+    from patvm.onnx_format.validate import load_model
     path = os.fspath(path)
-    try:
-        model = onnx.load(path)
-    except OSError as exc:
-        raise ModelError(f"cannot read {path}: {exc.strerror or first_line(exc)}") from exc
-    except (DecodeError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"{path} is not an ONNX model ({first_line(exc)})") from exc
+    model = load_model(path)
     require(len(model.graph.node) > 0, f"{path} is not an ONNX model (no graph nodes)", ModelError)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, RuntimeError) as exc:
-        raise ModelError(f"{path} fails the ONNX checker: {first_line(exc)}") from exc
     return model
 
 

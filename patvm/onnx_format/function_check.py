@@ -115,8 +115,8 @@ def first_difference(probe: Probe, got: np.ndarray) -> str | None:
 
 def function_problem(model: onnx.ModelProto, uses: list[QuantizerUse]) -> str | None:
     """None when the model's PAQuantize function computes the definition on every node's probe."""
+    from patvm.onnx_format.messages import printable_first_line
     from patvm.onnx_format.session import onnxruntime_session, session_options
-    from patvm.onnx_format.validate import printable_first_line
     checks = probes(uses)
     if not checks:
         return None

@@ -91,7 +91,7 @@ def export_best(source, destination) -> dict:
 
 def _export_strategies(source: Path, destination: Path) -> None:
     """The measured per-layer strategies go with the records: they decide which kernels a build has."""
-    from patvm.compiler.strategy import STRATEGY_FILE, read_strategies
+    from patvm.records import STRATEGY_FILE, read_strategies
     measured = read_strategies(source)
     if measured:
         merged = {**(read_strategies(destination) or {}), **measured}

@@ -3,7 +3,7 @@
 For every binary-layer workload of a model (patvm.compiler.workload.WorkloadKey: kind, shapes, geometry,
 number of weight values, N) a stand-in layer with the same shapes and plane counts is compiled both ways
 and timed alternately (A B A B); the faster wins. The choices go to DB/strategies.json, which
-`patvm compile --tuning-db DB` and `patvm tune` read (patvm.compiler.strategy.read_strategies).
+`patvm compile --tuning-db DB` and `patvm tune` read (patvm.records.read_strategies).
 """
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import sys
 
 import numpy as np
 
-from patvm.compiler.strategy import STRATEGY_FILE, StrategyPolicy, read_strategies
+from patvm.compiler.strategy import StrategyPolicy
 from patvm.compiler.workload import WorkloadKey
 from patvm.files import atomic_write_bytes
+from patvm.records import STRATEGY_FILE, read_strategies
 
 
 def stand_in_layer(workload: str):

@@ -73,7 +73,7 @@ def tune_model(model, target="host", trials: int = 64, db="tuning", *, rpc_track
         if rpc_tracker:
             from patvm.tuning.rpc import check_tracker
             check_tracker(rpc_tracker, rpc_key)
-        mod = prepared_module(model, spec, strategy, db_dir=folder if (folder / "strategies.json").is_file() else None)
+        mod = prepared_module(model, spec, strategy, db_dir=folder)   # its strategies.json, if any
         tasks = extract_tasks(mod, spec)
         if not tasks:
             raise PatvmError("the model has no kernel to tune")

@@ -227,7 +227,7 @@ def test_export_best_keeps_one_record_per_workload_and_merges(valid_db, kernels,
 def test_export_best_takes_the_measured_strategies_along(db_copy, kernels, tmp_path):
     """The measured per-layer choices decide which kernels a build has, so they travel with the records
     (merged: a newer measurement of a workload replaces the older one, other workloads are kept)."""
-    from patvm.compiler.strategy import STRATEGY_FILE, read_strategies
+    from patvm.records import STRATEGY_FILE, read_strategies
     spec, _, tasks = kernels
     out = tmp_path / "schedules" / "x86-test"
     (db_copy / STRATEGY_FILE).write_text(json.dumps({"conv:a": {"strategy": "fp32"}, "conv:b": {"strategy": "fp32"}}))

@@ -6,7 +6,8 @@ from tuning_helpers import compiler_builders
 
 import patvm
 from patvm.compiler.pipeline import frontend
-from patvm.compiler.strategy import STRATEGY_FILE, StrategyPolicy
+from patvm.compiler.strategy import StrategyPolicy
+from patvm.records import STRATEGY_FILE
 from patvm.tuning.strategies import measure_strategies, stand_in_layer
 
 binary_layer_model = compiler_builders().binary_layer_model
