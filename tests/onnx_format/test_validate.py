@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import patvm.onnx_format.model_contents as model_contents
 import patvm.onnx_format.validate as validate
 from patvm.approx import Staircase
 from patvm.errors import ModelError
@@ -476,7 +477,7 @@ def test_in_memory_model_with_external_data_needs_a_folder(tmp_path):
 def never_loaded(monkeypatch):
     def loader(*args, **kwargs):
         raise AssertionError("external data was read")
-    monkeypatch.setattr(validate, "load_external_data_for_tensor", loader)
+    monkeypatch.setattr(model_contents, "load_external_data_for_tensor", loader)
 
 
 def secret_beside(folder) -> str:
@@ -603,7 +604,7 @@ def test_external_data_on_an_absurd_shape_is_refused_before_reading(tmp_path, mo
 
 def test_external_data_over_the_total_limit(tmp_path, monkeypatch):
     path = external_model(tmp_path / "m")
-    monkeypatch.setattr(validate, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(model_contents, "MAX_FILE_BYTES", 1000)   # the external data total
     never_loaded(monkeypatch)
     refused(path, "external data totals 16384 bytes, over the 1000 byte limit")
 

@@ -14,6 +14,7 @@ import psutil
 import pytest
 from tuning_helpers import QUICK, alive, patvm_cli, patvm_popen, process_tree, save_tiny_model, stop_tree
 
+from patvm import records
 from patvm.tuning import database as dbmod
 from patvm.tuning import export
 
@@ -215,7 +216,7 @@ def test_shipped_schedules_apply_when_the_target_matches(tuned, tmp_path, monkey
     import patvm
     schedules = tmp_path / "schedules"
     export.export_best(tuned.db, schedules / "this-cpu")
-    monkeypatch.setattr(dbmod, "SCHEDULES_DIR", schedules)
+    monkeypatch.setattr(records, "SCHEDULES_DIR", schedules)   # where shipped_schedules looks
 
     shipped = patvm.compile(tuned.model, target="host", strategy="bit-serial")
     assert shipped.schedules["database"] == str(schedules / "this-cpu") and shipped.schedules["shipped"]
