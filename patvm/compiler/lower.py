@@ -201,3 +201,17 @@ def lower_binary_layers(mod: tvm.IRModule, policy: StrategyPolicy | None = None
     rewriter.builder_.update_func(rewriter.builder_.get().get_global_var("main"), new_main)
     new_mod = relax.transform.DeadCodeElimination(["main"])(rewriter.builder_.get())
     return new_mod, rewriter.reports
+
+
+@tvm.transform.module_pass(opt_level=0, name="patvm.LowerBinaryLayers")
+class LowerBinaryLayers:
+    """Phase 3 as a Relax module pass (`lower_binary_layers`); after it has run, `.reports` holds the
+    per-layer report of the module it rewrote."""
+
+    def __init__(self, policy: StrategyPolicy | None = None):
+        self.policy = policy
+        self.reports: list[LayerReport] = []
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        mod, self.reports = lower_binary_layers(mod, self.policy)
+        return mod

@@ -18,11 +18,12 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import tvm
 from tvm import relax
 
 from patvm.compiler.build import build, prepare
 from patvm.compiler.importer import import_model
-from patvm.compiler.lower import lower_binary_layers
+from patvm.compiler.lower import LowerBinaryLayers
 from patvm.compiler.strategy import StrategyPolicy, default_policy
 from patvm.runtime import CompiledModel, layer_dicts
 from patvm.targets import TargetSpec, resolve_target
@@ -31,9 +32,10 @@ from patvm.targets import TargetSpec, resolve_target
 def frontend(model_or_path, policy: StrategyPolicy | None = None):
     """Phases 1-3, import and lowering: (lowered Relax module, layer reports, graph inputs)."""
     mod, _, inputs = import_model(model_or_path)
-    mod = relax.transform.FoldConstant()(mod)   # constant weight transposes (Gemm) become constants
-    mod, reports = lower_binary_layers(mod, policy)
-    return mod, reports, inputs
+    lower = LowerBinaryLayers(policy)
+    # FoldConstant first: constant weight transposes (Gemm) become constants the pattern table matches
+    mod = tvm.transform.Sequential([relax.transform.FoldConstant(), lower], name="patvm_frontend")(mod)
+    return mod, lower.reports, inputs
 
 
 @dataclass
