@@ -1,9 +1,9 @@
 """Phase 4a, layout: fp32 convolutions in the blocked channel layout on CPUs (patvm.compiler.ops.conv2d_blocked).
 
 Relax's ConvertLayout rewrites every conv2d whose channel counts divide into blocks to NCHW[b]c data and
-OIHW[b]o weights and carries the layout through the elementwise ops after it (BatchNorm, ReLU, the
-residual add), so consecutive fp32 layers exchange blocked tensors; it inserts layout transforms only where
-a run of them meets an op that wants NCHW (the bit-serial kernels, pooling, the classifier). Weight
+OIHW[b]o weights (`desired_layouts`) and carries the layout through the ops after it (BatchNorm, ReLU, the
+residual add, pooling), so consecutive fp32 layers exchange blocked tensors; it inserts layout transforms
+only where a run of them meets an op that wants NCHW (the bit-serial kernels, the classifier). Weight
 transforms act on constants and are folded at compile time. The legalisation that turns the blocked
 conv2d into patvm's kernel is `conv2d_legalization`.
 """
@@ -21,9 +21,23 @@ CHANNEL_BLOCK = 16   # two AVX2 vectors, one AVX-512 vector, four NEON vectors o
 _TVM_CONV2D = Op.get("relax.nn.conv2d").get_attr("FLegalize")
 
 
+def desired_layouts(call: relax.Call) -> dict[str, list[str]]:
+    """ConvertLayout's choice per call: convs blocked (weights OIHW[b]o, so depthwise weights, with one
+    input channel, block too); a conv with fewer input channels than a block (the stem) keeps NCHW data
+    and writes blocked output, so the run starts right after it. Pooling and elementwise ops follow their
+    input's layout."""
+    if call.op.name != "relax.nn.conv2d":
+        return {}
+    data, kernel = f"NCHW{CHANNEL_BLOCK}c", f"OIHW{CHANNEL_BLOCK}o"
+    shape = call.args[0].ty.shape
+    plain = int(call.attrs.groups) == 1 and [int(d) for d in call.attrs.dilation] == [1, 1]
+    if shape is not None and plain and int(shape[1]) < CHANNEL_BLOCK:
+        return {"relax.nn.conv2d": ["NCHW", kernel, data]}
+    return {"relax.nn.conv2d": [data, kernel]}
+
+
 def blocked_layout_pass() -> tvm.transform.Pass:  # noqa: F821
-    data, kernel = f"NCHW{CHANNEL_BLOCK}c", f"OIHW{CHANNEL_BLOCK}o"   # depthwise weights (I = 1) block too
-    return relax.transform.ConvertLayout({"relax.nn.conv2d": [data, kernel]})
+    return relax.transform.ConvertLayout({}, desired_layouts)
 
 
 def conv2d_legalization():

@@ -50,3 +50,32 @@ def test_relu_fuses_into_the_conv_before_it():
     mod, _, _ = frontend(g.model())
     names = [gv.name_hint for gv in prepare(mod, resolve_target("host")).functions]
     assert any("conv2d" in n and n.endswith("relu") for n in names), names
+
+
+@pytest.mark.parametrize("attrs", POOLS[:4], ids=lambda a: "-".join(f"{k}{v}" for k, v in a.items()))
+def test_blocked_maxpool_between_convs_keeps_nan_and_the_layout(attrs):
+    """conv(16 channels) -> MaxPool -> conv: the pool runs in the blocked layout (no transform around it)
+    and keeps NaN: an identity 1x1 conv carries one NaN pixel into every channel, and every window
+    holding it gives NaN; the rest equals onnxruntime exactly."""
+    import re
+
+    from patvm.runtime import module_source
+    (kh, kw), (sh, sw) = attrs["kernel_shape"], attrs["strides"]
+    top, left = attrs.get("pads", [0, 0, 0, 0])[:2]
+    g = GraphWriter("blocked-pool")
+    x = g.input("x", [1, 16, 10, 9])
+    y = g.node("MaxPool", [g.conv(x, np.eye(16, dtype=np.float32).reshape(16, 16, 1, 1))], "pool", **attrs)
+    g.output(g.conv(y, np.eye(16, dtype=np.float32).reshape(16, 16, 1, 1)), None)
+    model = g.model()
+    data = np.random.default_rng(1).standard_normal((1, 16, 10, 9)).astype(np.float32)
+    compiled = patvm.compile(model, target="host", tuning_db=False)
+    kernels = set(re.findall(r"^__tvm_ffi_(\w+):", module_source(compiled.module.mod), re.M))
+    assert sum("layout_transform" in k for k in kernels) == 2, kernels   # the graph's input and output only
+    want = onnxruntime_run(model, {"x": data})[0]
+    assert np.array_equal(compiled.run(data)[0], want)
+    data[0, 2, 4, 5] = np.nan
+    got = compiled.run(data)[0]
+    rows = [p for p in range(got.shape[2]) if p * sh - top <= 4 < p * sh - top + kh]
+    cols = [q for q in range(got.shape[3]) if q * sw - left <= 5 < q * sw - left + kw]
+    want[:, :, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = np.nan
+    assert np.array_equal(got, want, equal_nan=True)

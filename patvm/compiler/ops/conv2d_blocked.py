@@ -173,13 +173,13 @@ def legalize_conv2d(bb: BlockBuilder, call: Call, block: int, fallback) -> Expr:
     from tvm.target import Target
     attrs = call.attrs
     x, w = call.args
-    if call.ty.shape is None or attrs.out_layout != attrs.data_layout:
+    if call.ty.shape is None:
         return fallback(bb, call)
     undilated = [int(d) for d in attrs.dilation] == [1, 1]
     groups = int(attrs.groups)
     blocks = blocked_layout(attrs.data_layout, attrs.kernel_layout)
     lanes, registers = vector_shape(Target.current())
-    if blocks is not None:
+    if blocks is not None and attrs.out_layout == attrs.data_layout:
         ib, ob = blocks
         width = int(call.ty.shape[3])
         channels = int(x.ty.shape[1]) * ib
@@ -197,10 +197,22 @@ def legalize_conv2d(bb: BlockBuilder, call: Call, block: int, fallback) -> Expr:
         y = bb.emit_te(topi.nn.conv, xn, wn, attrs.strides, attrs.padding, attrs.dilation, groups,
                        "NCHW", "OIHW", primfunc_name_hint="conv2d")
         return bb.call_te(block_nchw, y, ob, primfunc_name_hint="block_data")
-    if not undilated or groups != 1 or (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW"):
+    if not undilated or groups != 1 or attrs.data_layout != "NCHW":
         return fallback(bb, call)
-    o, c = int(w.ty.shape[0]), int(w.ty.shape[1])
-    blocks = nchw_blocks(c, o, block)
+    c = int(x.ty.shape[1])
+    stem = _BLOCKED_KERNEL.match(attrs.kernel_layout)
+    if stem and _BLOCKED_DATA.match(attrs.out_layout) and c < block:
+        # the stem as ConvertLayout left it: NCHW data, blocked weights and output; its input is blocked
+        # here with block = C, so the kernel reads it like any other blocked tensor
+        ob = int(stem.group(1))
+        xb = bb.emit_te(block_nchw, x, c, primfunc_name_hint="block_data")
+        wb = bb.emit_te(block_input_channels, w, c, primfunc_name_hint="block_weight")   # folded: a constant
+        return bb.call_te(conv2d_blocked, xb, wb, strides=attrs.strides, padding=attrs.padding,
+                          ow_tile=output_tile(int(call.ty.shape[3]), lanes, registers, ob),
+                          primfunc_name_hint="conv2d_blocked")
+    if attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW":
+        return fallback(bb, call)
+    blocks = nchw_blocks(c, int(w.ty.shape[0]), block)
     if blocks is None:
         return fallback(bb, call)
     ib, ob = blocks
