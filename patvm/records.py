@@ -113,7 +113,7 @@ def database_paths(folder) -> tuple[Path, Path]:
     return folder / WORKLOAD_FILE, folder / RECORD_FILE
 
 
-def _folder_of(path) -> Path:
+def database_folder(path) -> Path:
     """A database folder, or one of its two files."""
     path = Path(os.fspath(path))
     if path.name in (WORKLOAD_FILE, RECORD_FILE) and path.is_file():
@@ -186,7 +186,7 @@ def load_database(folder, *, strict: bool = True, decode: str = "all", must_exis
     decode: "all" replays every record's trace on its workload (what tuning needs), "best" only the best
     record per workload (what a build uses; the other lines are still checked as JSON and for shape).
     """
-    folder = _folder_of(folder)
+    folder = database_folder(folder)
     wl_path, rec_path = database_paths(folder)
     loaded = LoadedDatabase(folder)
     if not folder.is_dir():
@@ -271,7 +271,8 @@ def load_database(folder, *, strict: bool = True, decode: str = "all", must_exis
     return loaded
 
 
-def _memory_database(loaded: LoadedDatabase, entries=None):
+def memory_database(loaded: LoadedDatabase, entries=None):
+    """A MetaSchedule MemoryDatabase with the loaded workloads and `entries` (default: all records)."""
     from tvm.s_tir import meta_schedule as ms
     db = ms.database.MemoryDatabase()
     workloads = [db.commit_workload(w.mod) for w in loaded.modules]
@@ -289,7 +290,7 @@ def open_database(path, target=None):
     loaded = load_database(path, strict=True, decode="best")
     if target is not None:
         check_target(loaded, target)
-    return _memory_database(loaded, list(loaded.best_per_workload().values()))
+    return memory_database(loaded, list(loaded.best_per_workload().values()))
 
 
 def shipped_schedules(target) -> Path | None:

@@ -29,10 +29,10 @@ from patvm.records import (
     Entry,
     LoadedDatabase,
     Problem,
-    _memory_database,
     check_target,
     database_paths,
     load_database,
+    memory_database,
     open_database,
     open_database_once,
     read_meta,
@@ -117,7 +117,7 @@ class TuningStore:
         self.workloads = list(loaded.workloads)
         self.entries = list(loaded.entries)
         self._modules = [w.mod for w in loaded.modules]
-        self.database = _memory_database(loaded)
+        self.database = memory_database(loaded)
         self._seen = len(self.database.get_all_tuning_records())
         self._unwritten = False   # records added by `commit` (absorbed at once, so `flush` sees nothing new)
         self._by_hash: dict[str, list[int]] = {}

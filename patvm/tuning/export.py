@@ -13,7 +13,7 @@ from patvm.records import (
     DatabaseError,
     Entry,
     Problem,
-    _folder_of,
+    database_folder,
     load_database,
     read_meta,
 )
@@ -23,7 +23,7 @@ from patvm.tuning.database import locked, remove_leftovers, write_database, writ
 
 def repair_database(folder) -> list[Problem]:
     """Move every broken line of DIR's database to DIR/quarantine/<time>.txt and rewrite the rest."""
-    folder = _folder_of(folder)
+    folder = database_folder(folder)
     with locked(folder):
         remove_leftovers(folder)
         loaded = load_database(folder, strict=False, decode="all")
@@ -40,7 +40,7 @@ def repair_database(folder) -> list[Problem]:
 def export_best(source, destination) -> dict:
     """Keep only the best record per workload of `source` in `destination` (merged with what it holds:
     the faster record wins). Returns {"workloads": n, "updated": k}. Both must be for the same target."""
-    source = _folder_of(source)
+    source = database_folder(source)
     destination = Path(destination)
     src = load_database(source, strict=True, decode="best")
     best = src.best_per_workload()
