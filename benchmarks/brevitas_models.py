@@ -1,9 +1,9 @@
 """Brevitas models through the QONNX frontend: patvm vs onnxruntime fp32 on the float twin, vs onnxruntime on
 the QCDQ export where Brevitas writes one (not for 1-bit quantizers), vs TVM's fp32 build of the twin.
 
-    python benchmarks/brevitas_models.py          # CNV W1A1, CNV W2A2 (32x32), binary ResNet (64x64), 1 thread
+    python benchmarks/brevitas_models.py                      # CNV W1A1, CNV W2A2 (32x32), binary ResNet (64x64), 1 thread
     python benchmarks/brevitas_models.py --threads 1 2 --max-seconds 60
-    python benchmarks/brevitas_models.py --quick  # checks the script works
+    python benchmarks/brevitas_models.py --quick              # checks the script works
 
 Models are built in the run (random weights, BatchNorm statistics from three train-mode batches; the
 builders are tests/frontends/brevitas_nets.py) and exported with export_qonnx (TorchScript exporter):
@@ -107,19 +107,10 @@ def worker(args) -> dict:
             common.progress(f"{name}: {sum(la['strategy'] == 'bit-serial' for la in layers)}/{len(layers)} layers "
                             f"bit-serial, rel. error vs qonnx {check:.2g}; timing {len(timers)} executors", tag)
             run = common.interleaved(timers, tag=tag, label=name, **settings)
-            rows.append(
-                {
-                    "model": name,
-                    "threads": t,
-                    "shape": list(art["shape"]),
-                    "rel_error_vs_qonnx": check,
-                    "layers": len(layers),
-                    "bit_serial_layers": sum(la["strategy"] == "bit-serial" for la in layers),
-                    "fp32_reasons": [la["reason"] for la in layers if la["strategy"] != "bit-serial"],
-                    "compile_seconds": compiled.compile_seconds,
-                    **run,
-                }
-            )
+            rows.append({"model": name, "threads": t, "shape": list(art["shape"]), "rel_error_vs_qonnx": check,
+                         "layers": len(layers), "bit_serial_layers": sum(la["strategy"] == "bit-serial" for la in layers),
+                         "fp32_reasons": [la["reason"] for la in layers if la["strategy"] != "bit-serial"],
+                         "compile_seconds": compiled.compile_seconds, **run})
     return {"rows": rows}
 
 
@@ -140,43 +131,16 @@ def markdown(data: dict) -> str:
     table = []
     for r in data["rows"]:
         ms, sp = r["ms"], r["speedup"]
-        table.append(
-            [
-                r["model"],
-                "x".join(map(str, r["shape"][1:])),
-                r["threads"],
-                f"{r['bit_serial_layers']}/{r['layers']}",
-                common.fmt_ms(ms["patvm"]["median"]),
-                common.fmt_ms(ms["ort-fp32"]["median"]),
-                common.fmt_x(sp["ort-fp32"]["median"]),
-                common.fmt_ms(ms["ort-qcdq"]["median"]) if "ort-qcdq" in ms else "-",
-                common.fmt_x(sp["ort-qcdq"]["median"]) if "ort-qcdq" in sp else "-",
-                common.fmt_ms(ms["tvm-fp32"]["median"]),
-                common.fmt_x(sp["tvm-fp32"]["median"]),
-                f"{r['rel_error_vs_qonnx']:.1e}",
-                f"+-{100 * r['worst_ci_rel']:.1f}%{'' if r['stable'] else ' !'} ({r['rounds']})",
-            ]
-        )
-    lines.append(
-        common.markdown_table(
-            [
-                "model",
-                "input",
-                "threads",
-                "bit-serial layers",
-                "patvm ms",
-                "ORT fp32 twin ms",
-                "vs ORT fp32",
-                "ORT QCDQ ms",
-                "vs ORT QCDQ",
-                "TVM fp32 twin ms",
-                "vs TVM fp32",
-                "rel. error vs qonnx",
-                "spread (rounds)",
-            ],
-            table,
-        )
-    )
+        table.append([r["model"], "x".join(map(str, r["shape"][1:])), r["threads"],
+                      f"{r['bit_serial_layers']}/{r['layers']}", common.fmt_ms(ms["patvm"]["median"]),
+                      common.fmt_ms(ms["ort-fp32"]["median"]), common.fmt_x(sp["ort-fp32"]["median"]),
+                      common.fmt_ms(ms["ort-qcdq"]["median"]) if "ort-qcdq" in ms else "-",
+                      common.fmt_x(sp["ort-qcdq"]["median"]) if "ort-qcdq" in sp else "-",
+                      common.fmt_ms(ms["tvm-fp32"]["median"]), common.fmt_x(sp["tvm-fp32"]["median"]),
+                      f"{r['rel_error_vs_qonnx']:.1e}", f"+-{100 * r['worst_ci_rel']:.1f}%{'' if r['stable'] else ' !'} ({r['rounds']})"])
+    lines.append(common.markdown_table(
+        ["model", "input", "threads", "bit-serial layers", "patvm ms", "ORT fp32 twin ms", "vs ORT fp32",
+         "ORT QCDQ ms", "vs ORT QCDQ", "TVM fp32 twin ms", "vs TVM fp32", "rel. error vs qonnx", "spread (rounds)"], table))
     lines.append("\nSpeed-ups: medians of per-round paired ratios (other / patvm; > 1 = patvm faster). The twin is "
                  "the same network with its activation quantizers removed (weights as quantized). Layers not "
                  "bit-serial: " + "; ".join(sorted({f"{r['model']}: {reason}" for r in data["rows"]
@@ -199,9 +163,7 @@ def plot(data: dict, path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=None, choices=MODELS, help=f"default {' '.join(MODELS)}")
-    parser.add_argument(
-        "--from-json", type=Path, default=None, help="only rewrite brevitas_models.md/.png from this json"
-    )
+    parser.add_argument("--from-json", type=Path, default=None, help="only rewrite brevitas_models.md/.png from this json")
     common.add_timing_args(parser)
     args = parser.parse_args(argv)
     args.models = args.models or (["cnv-w2a2", "resnet-bin"] if args.quick else MODELS)

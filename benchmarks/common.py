@@ -254,12 +254,7 @@ def interleaved(timers: list[Timer], sample_ms: float, min_rounds: int, max_roun
         worst = max(summarize(t.samples)["ci_rel"] for t in timers)
         progress(f"{label}: {rounds} rounds in {seconds:.1f}s, worst median +-{100 * worst:.1f}%"
                  f"{'' if stable else ' (NOT stable: raise --max-seconds)'}", tag)
-    return {
-        "rounds": rounds,
-        "seconds": seconds,
-        "stable": stable,
-        "samples": {t.name: list(t.samples) for t in timers},
-    }
+    return {"rounds": rounds, "seconds": seconds, "stable": stable, "samples": {t.name: list(t.samples) for t in timers}}
 
 
 def paired_ratio(samples: dict, num: str, den: str) -> dict:
@@ -292,9 +287,7 @@ def start_worker(args, name: str) -> tuple[int, str, dict]:
     t = args.worker
     env = os.environ.get("TVM_NUM_THREADS")
     if env != str(t):
-        raise SystemExit(
-            f"worker for {t} threads started with TVM_NUM_THREADS={env!r}: run the script without --worker"
-        )
+        raise SystemExit(f"worker for {t} threads started with TVM_NUM_THREADS={env!r}: run the script without --worker")
     return t, f"{name} t={t}", timing_settings(args)
 
 
@@ -389,9 +382,7 @@ def latency_bars(ax, rows: list[dict], series: list[tuple], tick_labels: list[st
     """Grouped bars of median latencies: one group per row, one bar per (name, row key, colour) of series."""
     width = 0.85 / len(series)
     for i, (name, key, color) in enumerate(series):
-        bars = ax.bar(
-            np.arange(len(rows)) + i * width, [r[key]["median"] for r in rows], width, label=name, color=color
-        )
+        bars = ax.bar(np.arange(len(rows)) + i * width, [r[key]["median"] for r in rows], width, label=name, color=color)
         ax.bar_label(bars, labels=[fmt_ms(r[key]["median"]) for r in rows], fontsize=6)
     ax.set_xticks(np.arange(len(rows)) + 0.85 / 2 - width / 2)
     ax.set_xticklabels(tick_labels, fontsize=7, rotation=30 if rotate else 0, ha="right" if rotate else "center")

@@ -152,9 +152,7 @@ def worker(args) -> dict:
             info["plane_pairs"] = int(info["bit-serial"]["M"] or 0) * int(info["bit-serial"]["N"] or 0)
             worst = max(info["bit-serial"]["rel_error_vs_ort"], info["auto"]["rel_error_vs_ort"])
             if worst > 1e-3:
-                common.progress(
-                    f"WARNING {key} {scheme}: output differs from onnxruntime by {worst:.2e} (relative)", tag
-                )
+                common.progress(f"WARNING {key} {scheme}: output differs from onnxruntime by {worst:.2e} (relative)", tag)
             entry["schemes"][scheme] = info
         common.progress(f"{key}: timing {len(timers)} executors round-robin", tag)
         run = common.interleaved(timers, tag=tag, label=key, **settings)
@@ -180,87 +178,50 @@ def derive(raw: dict, peaks: dict, batch: int) -> list[dict]:
                 bs_ms = stats[bs]["median"]
                 bit_macs = pairs * entry["macs"]
                 involved = ["ort-fp32", "ort-int8", "tvm-fp32", bs, auto_name]
-                rows.append(
-                    {
-                        "threads": int(t),
-                        "layer": key,
-                        "description": describe(key),
-                        "macs": entry["macs"],
-                        "scheme": scheme,
-                        "family": SCHEMES[scheme][0],
-                        "M_nominal": SCHEMES[scheme][1],
-                        "N_nominal": SCHEMES[scheme][2],
-                        "M": info["bit-serial"]["M"],
-                        "N": info["bit-serial"]["N"],
-                        "plane_pairs": pairs,
-                        "bit_serial_ms": stats[bs],
-                        "auto_strategy": info["auto"]["strategy"],
-                        "auto_reason": info["auto"]["reason"],
-                        "auto_ms": stats[auto_name],
-                        "ort_fp32_ms": stats["ort-fp32"],
-                        "tvm_fp32_ms": stats["tvm-fp32"],
-                        "ort_int8_ms": stats["ort-int8"],
-                        "speedup_bit_serial_vs_ort_int8": common.paired_ratio(samples, "ort-int8", bs),
-                        "speedup_bit_serial_vs_ort_fp32": common.paired_ratio(samples, "ort-fp32", bs),
-                        "speedup_auto_vs_ort_fp32": common.paired_ratio(samples, "ort-fp32", auto_name),
-                        "speedup_bit_serial_vs_tvm_fp32": common.paired_ratio(samples, "tvm-fp32", bs),
-                        "speedup_tvm_fp32_vs_ort_fp32": common.paired_ratio(samples, "ort-fp32", "tvm-fp32"),
-                        "bit_macs": bit_macs,
-                        "bit_macs_per_s": bit_macs / (bs_ms * 1e-3),
-                        "roofline_fraction": bit_macs / (bs_ms * 1e-3) / peak if peak else None,
-                        "worst_ci_rel": max(stats[n]["ci_rel"] for n in involved),
-                        "rounds": entry["rounds"],
-                        "stable": entry["stable"],
-                        "rel_error_vs_ort": max(
-                            info["bit-serial"]["rel_error_vs_ort"], info["auto"]["rel_error_vs_ort"]
-                        ),
-                    }
-                )
+                rows.append({
+                    "threads": int(t), "layer": key, "description": describe(key), "macs": entry["macs"],
+                    "scheme": scheme, "family": SCHEMES[scheme][0], "M_nominal": SCHEMES[scheme][1],
+                    "N_nominal": SCHEMES[scheme][2], "M": info["bit-serial"]["M"], "N": info["bit-serial"]["N"],
+                    "plane_pairs": pairs,
+                    "bit_serial_ms": stats[bs],
+                    "auto_strategy": info["auto"]["strategy"], "auto_reason": info["auto"]["reason"],
+                    "auto_ms": stats[auto_name],
+                    "ort_fp32_ms": stats["ort-fp32"], "tvm_fp32_ms": stats["tvm-fp32"], "ort_int8_ms": stats["ort-int8"],
+                    "speedup_bit_serial_vs_ort_int8": common.paired_ratio(samples, "ort-int8", bs),
+                    "speedup_bit_serial_vs_ort_fp32": common.paired_ratio(samples, "ort-fp32", bs),
+                    "speedup_auto_vs_ort_fp32": common.paired_ratio(samples, "ort-fp32", auto_name),
+                    "speedup_bit_serial_vs_tvm_fp32": common.paired_ratio(samples, "tvm-fp32", bs),
+                    "speedup_tvm_fp32_vs_ort_fp32": common.paired_ratio(samples, "ort-fp32", "tvm-fp32"),
+                    "bit_macs": bit_macs,
+                    "bit_macs_per_s": bit_macs / (bs_ms * 1e-3),
+                    "roofline_fraction": bit_macs / (bs_ms * 1e-3) / peak if peak else None,
+                    "worst_ci_rel": max(stats[n]["ci_rel"] for n in involved),
+                    "rounds": entry["rounds"], "stable": entry["stable"],
+                    "rel_error_vs_ort": max(info["bit-serial"]["rel_error_vs_ort"], info["auto"]["rel_error_vs_ort"]),
+                })
     return rows
 
 
 def markdown(data: dict) -> str:
-    lines = [
-        f"# Single-layer benchmark (batch {data['settings']['batch']})\n",
-        common.machine_markdown(data["machine"]),
-    ]
+    lines = [f"# Single-layer benchmark (batch {data['settings']['batch']})\n", common.machine_markdown(data["machine"])]
     peaks = data["roofline"]
-    lines.append(
-        f"Popcount roofline ({peaks['source']}): "
-        + ", ".join(
-            f"{t} thread(s) {p['per_s'] / 1e9:.1f} G bit-MAC/s ({p['path']})"
-            for t, p in peaks["per_thread"].items()
-        )
-        + ".\n"
-    )
+    lines.append(f"Popcount roofline ({peaks['source']}): " + ", ".join(
+        f"{t} thread(s) {p['per_s'] / 1e9:.1f} G bit-MAC/s ({p['path']})" for t, p in peaks["per_thread"].items()) + ".\n")
     for t in sorted({r["threads"] for r in data["rows"]}):
         rows = [r for r in data["rows"] if r["threads"] == t]
         lines.append(f"\n## {t} thread(s)\n")
         table = []
         for r in rows:
-            auto = (
-                "= bit-serial"
-                if r["auto_strategy"] == "bit-serial"
-                else f"{r['auto_strategy']} {common.fmt_ms(r['auto_ms']['median'])}"
-            )
-            table.append(
-                [
-                    r["description"],
-                    f"{r['macs'] / 1e6:.1f}",
-                    r["scheme"],
-                    f"{r['M']}x{r['N']}={r['plane_pairs']}",
-                    common.fmt_ms(r["bit_serial_ms"]["median"]),
-                    auto,
-                    common.fmt_ms(r["ort_fp32_ms"]["median"]),
-                    common.fmt_ms(r["ort_int8_ms"]["median"]),
-                    common.fmt_ms(r["tvm_fp32_ms"]["median"]),
-                    common.fmt_x(r["speedup_bit_serial_vs_ort_fp32"]["median"]),
-                    common.fmt_x(r["speedup_bit_serial_vs_ort_int8"]["median"]),
-                    common.fmt_x(r["speedup_auto_vs_ort_fp32"]["median"]),
-                    common.fmt_pct(r["roofline_fraction"]),
-                    f"+-{100 * r['worst_ci_rel']:.1f}%{'' if r['stable'] else ' !'} ({r['rounds']})",
-                ]
-            )
+            auto = "= bit-serial" if r["auto_strategy"] == "bit-serial" else f"{r['auto_strategy']} {common.fmt_ms(r['auto_ms']['median'])}"
+            table.append([r["description"], f"{r['macs'] / 1e6:.1f}", r["scheme"], f"{r['M']}x{r['N']}={r['plane_pairs']}",
+                          common.fmt_ms(r["bit_serial_ms"]["median"]), auto,
+                          common.fmt_ms(r["ort_fp32_ms"]["median"]), common.fmt_ms(r["ort_int8_ms"]["median"]),
+                          common.fmt_ms(r["tvm_fp32_ms"]["median"]),
+                          common.fmt_x(r["speedup_bit_serial_vs_ort_fp32"]["median"]),
+                          common.fmt_x(r["speedup_bit_serial_vs_ort_int8"]["median"]),
+                          common.fmt_x(r["speedup_auto_vs_ort_fp32"]["median"]),
+                          common.fmt_pct(r["roofline_fraction"]),
+                          f"+-{100 * r['worst_ci_rel']:.1f}%{'' if r['stable'] else ' !'} ({r['rounds']})"])
         lines.append(common.markdown_table(
             ["layer", "M MACs", "scheme", "planes", "bit-serial ms", "auto ms", "ORT fp32 ms", "ORT int8 ms",
              "patvm fp32 ms", "bit-serial vs ORT", "bit-serial vs ORT int8", "auto vs ORT", "roofline",
@@ -283,17 +244,9 @@ def plot(data: dict, path: Path) -> None:
         rows = [r for r in data["rows"] if r["threads"] == t]
         layers = list(dict.fromkeys(r["layer"] for r in rows))
         schemes = list(dict.fromkeys(r["scheme"] for r in rows))
-        series = [
-            ("ORT fp32", lambda r: r["ort_fp32_ms"]["median"]),
-            ("TVM fp32", lambda r: r["tvm_fp32_ms"]["median"]),
-        ]
-        series += [
-            (
-                f"bit-serial {s}",
-                (lambda s: lambda r: r["bit_serial_ms"]["median"] if r["scheme"] == s else None)(s),  # noqa: B023 - s is bound by the outer lambda
-            )
-            for s in schemes
-        ]
+        series = [("ORT fp32", lambda r: r["ort_fp32_ms"]["median"]), ("TVM fp32", lambda r: r["tvm_fp32_ms"]["median"])]
+        series += [(f"bit-serial {s}", (lambda s: lambda r: r["bit_serial_ms"]["median"] if r["scheme"] == s else None)(s))  # noqa: B023 - s is bound by the outer lambda
+                   for s in schemes]
         ax = row_axes[0]
         width = 0.85 / len(series)
         for i, (label, get) in enumerate(series):
@@ -313,17 +266,8 @@ def plot(data: dict, path: Path) -> None:
         ax = row_axes[1]
         width = 0.85 / max(1, len(schemes))
         for i, s in enumerate(schemes):
-            vals = [
-                next(
-                    (
-                        100 * (r["roofline_fraction"] or np.nan)
-                        for r in rows
-                        if r["layer"] == lay and r["scheme"] == s
-                    ),
-                    np.nan,
-                )
-                for lay in layers
-            ]
+            vals = [next((100 * (r["roofline_fraction"] or np.nan) for r in rows if r["layer"] == lay and r["scheme"] == s), np.nan)
+                    for lay in layers]
             ax.bar(np.arange(len(layers)) + i * width, vals, width, label=s)
         ax.set_xticks(np.arange(len(layers)) + 0.85 / 2 - width / 2)
         ax.set_xticklabels([describe(k) for k in layers], rotation=20, fontsize=8, ha="right")

@@ -53,9 +53,7 @@ def parse_scheme(text: str) -> tuple[int, int]:
 def add_model_args(parser, name: str, default_models: list[str], default_pa: str) -> None:
     """The options every whole-model script takes: which models and schemes, image size, seed, --from-json."""
     parser.add_argument("--models", nargs="+", default=None, help=f"default {' '.join(default_models)}")
-    parser.add_argument(
-        "--pa-schemes", nargs="+", type=parse_scheme, default=None, help=f"PA MxN (default {default_pa})"
-    )
+    parser.add_argument("--pa-schemes", nargs="+", type=parse_scheme, default=None, help=f"PA MxN (default {default_pa})")
     parser.add_argument("--abc-schemes", nargs="+", type=parse_scheme, default=None, help="ABC MxN (default 1x1)")
     parser.add_argument("--image-size", type=int, default=None, help="default 224 (quick: 32)")
     parser.add_argument("--seed", type=int, default=0)
@@ -119,23 +117,14 @@ def ensure_artifact(paths: dict, build, strategy: str, tag: str, label: str, tun
     wall = time.perf_counter() - start
     compiled.export(paths["so"])
     layers = compiled.layers
-    meta = {
-        "compile_seconds": compiled.compile_seconds,
-        "compile_wall_seconds": wall,
-        "so_bytes": paths["so"].stat().st_size,
-        "sidecar_bytes": (paths["so"].parent / (paths["so"].name + ".json")).stat().st_size,
-        "onnx_bytes": paths["onnx"].stat().st_size,
-        "packed_weight_bytes": compiled.module_weight_bytes(),
-        "layers": len(layers),
-        "bit_serial_layers": sum(la["strategy"] == "bit-serial" for la in layers),
-        "schedules": compiled.schedules,
-    }
+    meta = {"compile_seconds": compiled.compile_seconds, "compile_wall_seconds": wall,
+            "so_bytes": paths["so"].stat().st_size, "sidecar_bytes": (paths["so"].parent / (paths["so"].name + ".json")).stat().st_size,
+            "onnx_bytes": paths["onnx"].stat().st_size, "packed_weight_bytes": compiled.module_weight_bytes(),
+            "layers": len(layers), "bit_serial_layers": sum(la["strategy"] == "bit-serial" for la in layers),
+            "schedules": compiled.schedules}
     common.write_json(paths["meta"], meta)
-    common.progress(
-        f"{label}: compiled in {meta['compile_seconds']:.1f} s, {meta['bit_serial_layers']}/{meta['layers']} "
-        f"layers bit-serial, module {meta['so_bytes'] / 1e6:.2f} MB; {compiled.schedules_line()}",
-        tag,
-    )
+    common.progress(f"{label}: compiled in {meta['compile_seconds']:.1f} s, {meta['bit_serial_layers']}/{meta['layers']} "
+                    f"layers bit-serial, module {meta['so_bytes'] / 1e6:.2f} MB; {compiled.schedules_line()}", tag)
     return meta
 
 
@@ -249,20 +238,9 @@ def markdown(data: dict) -> str:
              "ORT PA-ONNX ms", "TVM fp32 twin ms", "vs ORT fp32", "vs ORT int8", "vs ORT PA-ONNX", "vs TVM fp32",
              "spread (rounds)"], table))
     lines.append("\n## Size and compile time\n")
-    table = [
-        [
-            z["variant"],
-            z["batch"],
-            f"{z['patvm_so_bytes'] / 1e6:.2f}",
-            f"{z['patvm_packed_weight_bytes'] / 1e6:.2f}",
-            f"{z['tvm_fp32_so_bytes'] / 1e6:.2f}",
-            f"{z['fp32_onnx_bytes'] / 1e6:.2f}",
-            f"{z['so_vs_fp32_onnx']:.3f}",
-            f"{z['patvm_compile_seconds']:.1f}",
-            f"{z['tvm_fp32_compile_seconds']:.1f}",
-        ]
-        for z in data["sizes"]
-    ]
+    table = [[z["variant"], z["batch"], f"{z['patvm_so_bytes'] / 1e6:.2f}", f"{z['patvm_packed_weight_bytes'] / 1e6:.2f}",
+              f"{z['tvm_fp32_so_bytes'] / 1e6:.2f}", f"{z['fp32_onnx_bytes'] / 1e6:.2f}", f"{z['so_vs_fp32_onnx']:.3f}",
+              f"{z['patvm_compile_seconds']:.1f}", f"{z['tvm_fp32_compile_seconds']:.1f}"] for z in data["sizes"]]
     lines.append(common.markdown_table(
         ["model", "batch", "patvm .so MB", "packed binary weights MB", "TVM fp32 .so MB", "fp32 ONNX MB",
          ".so / fp32 ONNX", "patvm compile s", "TVM fp32 compile s"], table))
@@ -290,13 +268,8 @@ def plot(data: dict, path: Path) -> None:
     ax = axes[0][-1]
     sizes = [z for z in data["sizes"] if z["batch"] == min(z2["batch"] for z2 in data["sizes"])]
     width = 0.85 / 3
-    for i, (name, key, color) in enumerate(
-        [
-            ("patvm .so", "patvm_so_bytes", None),
-            ("TVM fp32 .so", "tvm_fp32_so_bytes", "grey"),
-            ("fp32 ONNX", "fp32_onnx_bytes", "black"),
-        ]
-    ):
+    for i, (name, key, color) in enumerate([("patvm .so", "patvm_so_bytes", None), ("TVM fp32 .so", "tvm_fp32_so_bytes", "grey"),
+                                            ("fp32 ONNX", "fp32_onnx_bytes", "black")]):
         bars = ax.bar(np.arange(len(sizes)) + i * width, [z[key] / 1e6 for z in sizes], width, label=name, color=color)
         ax.bar_label(bars, fmt="%.1f", fontsize=6)
     ax.set_xticks(np.arange(len(sizes)) + width)
@@ -304,9 +277,7 @@ def plot(data: dict, path: Path) -> None:
     ax.set_ylabel("MB")
     ax.set_title(f"module size (batch {sizes[0]['batch'] if sizes else '-'})")
     ax.legend(fontsize=7)
-    fig.suptitle(
-        f"{data['machine']['cpu']}: whole models, {data['settings']['image_size']}x{data['settings']['image_size']}"
-    )
+    fig.suptitle(f"{data['machine']['cpu']}: whole models, {data['settings']['image_size']}x{data['settings']['image_size']}")
     fig.tight_layout()
     common.save_figure(fig, path)
     plt.close(fig)

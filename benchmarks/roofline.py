@@ -111,10 +111,7 @@ def popcount_peaks(threads: list[int], roofline_json: Path | None, quick: bool, 
             return {"source": str(roofline_json), "per_thread": {str(t): have[str(t)]["popcount"] for t in threads}}
     common.progress(f"no roofline.json with threads {threads}: measuring the popcount peaks now", tag)
     data = measure(threads, trials=1 if quick else 5, seconds=0.05 if quick else 0.4, tag=tag)
-    return {
-        "source": "measured by this run",
-        "per_thread": {str(t): data["threads"][str(t)]["popcount"] for t in threads},
-    }
+    return {"source": "measured by this run", "per_thread": {str(t): data["threads"][str(t)]["popcount"] for t in threads}}
 
 
 def markdown(data: dict) -> str:
@@ -124,25 +121,15 @@ def markdown(data: dict) -> str:
         for p, d in entry["paths"].items():
             rows.append([t, p, d["unit"], f"{d['best'] / 1e9:.1f}", f"{d['median'] / 1e9:.1f}",
                          f"{2 * d['best'] / 1e9:.1f}" if d["unit"] == "MAC/s" else ""])
-    lines.append(
-        common.markdown_table(
-            ["threads", "kernel", "unit", "peak (G/s)", "median (G/s)", "GFLOP/s (2 per MAC)"], rows
-        )
-    )
+    lines.append(common.markdown_table(["threads", "kernel", "unit", "peak (G/s)", "median (G/s)", "GFLOP/s (2 per MAC)"],
+                                       rows))
     summary = []
     for t, entry in data["threads"].items():
         pc, fp, i8 = entry.get("popcount"), entry.get("fp32"), entry.get("int8")
-        summary.append(
-            [
-                t,
-                f"{pc['path']}: {pc['per_s'] / 1e9:.1f} G" if pc else "-",
-                f"{fp['path']}: {fp['per_s'] / 1e9:.1f} G MAC/s ({2 * fp['per_s'] / 1e9:.1f} GFLOP/s)"
-                if fp
-                else "-",
-                f"{i8['path']}: {i8['per_s'] / 1e9:.1f} G MAC/s" if i8 else "none (no VPDPBUSD)",
-                f"{entry['crossover_plane_pairs']:.1f}" if entry.get("crossover_plane_pairs") else "-",
-            ]
-        )
+        summary.append([t, f"{pc['path']}: {pc['per_s'] / 1e9:.1f} G" if pc else "-",
+                        f"{fp['path']}: {fp['per_s'] / 1e9:.1f} G MAC/s ({2 * fp['per_s'] / 1e9:.1f} GFLOP/s)" if fp else "-",
+                        f"{i8['path']}: {i8['per_s'] / 1e9:.1f} G MAC/s" if i8 else "none (no VPDPBUSD)",
+                        f"{entry['crossover_plane_pairs']:.1f}" if entry.get("crossover_plane_pairs") else "-"])
     lines += ["", common.markdown_table(["threads", "popcount roofline (bit-MAC/s)", "fp32 FMA", "int8 VNNI",
                                          "M*N crossover (popcount / fp32)"], summary)]
     lines.append("\nPeak = best of the trials (load from other processes only lowers a trial). Bit-serial with "

@@ -155,12 +155,9 @@ def derive(raw: dict) -> list[dict]:
 
 def markdown(data: dict) -> str:
     s = data["settings"]
-    lines = [
-        f"# Tuned vs untuned whole models ({s['image_size']}x{s['image_size']}, batch 1, "
-        f"{s['trials']} MetaSchedule trials per kernel"
-        f"{', only kernels matching ' + repr(s['only']) if s['only'] else ''})\n",
-        common.machine_markdown(data["machine"]),
-    ]
+    lines = [f"# Tuned vs untuned whole models ({s['image_size']}x{s['image_size']}, batch 1, "
+             f"{s['trials']} MetaSchedule trials per kernel{', only kernels matching ' + repr(s['only']) if s['only'] else ''})\n",
+             common.machine_markdown(data["machine"])]
     for t in sorted({r["threads"] for r in data["rows"]}):
         lines.append(f"\n## {t} thread(s)\n")
         table = [[r["variant"],
@@ -204,9 +201,7 @@ def plot(data: dict, path: Path) -> None:
         rows = [r for r in data["rows"] if r["threads"] == t]
         common.latency_bars(ax, rows, series, [r["variant"] for r in rows])
         ax.set_title(f"{t} thread(s), {data['settings']['trials']} trials per kernel")
-    fig.suptitle(
-        f"{data['machine']['cpu']}: tuned vs untuned, {data['settings']['image_size']}x{data['settings']['image_size']}"
-    )
+    fig.suptitle(f"{data['machine']['cpu']}: tuned vs untuned, {data['settings']['image_size']}x{data['settings']['image_size']}")
     fig.tight_layout()
     common.save_figure(fig, path)
     plt.close(fig)
@@ -221,9 +216,7 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", type=int, default=None, help="MetaSchedule trials per kernel (default 16, quick 1)")
     parser.add_argument("--only", default=None, help="tune only kernels whose name contains this (quick: pool)")
     parser.add_argument("--population", type=int, default=None, help="evolutionary population (default 256, quick 16)")
-    parser.add_argument(
-        "--evolve-iters", type=int, default=None, help="genetic iterations per batch (default 3, quick 1)"
-    )
+    parser.add_argument("--evolve-iters", type=int, default=None, help="genetic iterations per batch (default 3, quick 1)")
     parser.add_argument("--per-iter", type=int, default=8, help="candidates per measured batch (default 8)")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="models, the tuning database and modules (kept: rerun resumes; default "
