@@ -132,12 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model")
     c.add_argument("--target", default="host")
     databases = c.add_mutually_exclusive_group()
-    databases.add_argument(
-        "--tuning-db",
-        default=None,
-        metavar="DIR",
-        help="a tuning database folder (default: the one in schedules/ made for this target, if any)",
-    )
+    databases.add_argument("--tuning-db", default=None, metavar="DIR",
+                           help="a tuning database folder (default: the one in schedules/ made for this target, "
+                                "if any)")
     databases.add_argument("--no-tuning-db", action="store_true",
                            help="no tuning database, not even a shipped one: patvm's hand schedules only")
     c.add_argument("-o", "--output", required=True)
@@ -151,11 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", required=True)
     r.add_argument("-o", "--output")
     r.add_argument("--target", default="host")
-    r.add_argument(
-        "--verify",
-        action="store_true",
-        help="compare with onnxruntime on the same ONNX (qonnx's executor for a QONNX model)",
-    )
+    r.add_argument("--verify", action="store_true",
+                   help="compare with onnxruntime on the same ONNX (qonnx's executor for a QONNX model)")
     r.add_argument("--onnx", dest="verify_onnx", help="the ONNX a .so was compiled from (for --verify)")
     r.add_argument("--strategy", default="auto", choices=["auto", "bit-serial", "fp32"])
     r.set_defaults(func=cmd_run)
