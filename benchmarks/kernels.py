@@ -37,7 +37,7 @@ def profile(compiled, runs: int) -> list[dict]:
 
     vm = relax.VirtualMachine(compiled.module, tvm.cpu(0))
     inputs = [tvm.runtime.tensor(np.random.default_rng(0).standard_normal(i["shape"]).astype(i["dtype"]))
-              for i in compiled.inputs]
+              for i in compiled.inputs] + compiled.expanded_weights()
     samples: list[list[float]] = []
     names: list[str] = []
     shapes: list[str] = []

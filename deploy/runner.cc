@@ -3,7 +3,8 @@
 //   runner MODULE.so INPUT.npy [INPUT.npy ...] -o OUTPUT.npy [--repeat N]
 //
 // Loads MODULE.so with the TVM runtime (libtvm_runtime.so + libtvm_ffi.so), creates the Relax VM on the
-// CPU, reads the inputs (C-order .npy, in the model's input order; float32 for patvm models), runs "main"
+// CPU, reads the inputs (C-order .npy, in the model's input order; float32 for patvm models), expands the
+// weights a module stores as codes (once: "main_transform_params" of "patvm_weight_codes"), runs "main"
 // and writes output 0 to OUTPUT.npy, output i > 0 (if "main" returns a tuple) to OUTPUT.<i>.npy.
 // With --repeat N it then runs "main" N more times and prints the mean and best wall time (meaningless
 // under qemu; on a board set TVM_NUM_THREADS to the number of big cores first).
@@ -251,6 +252,13 @@ int main(int argc, char** argv) {
 
     std::vector<Any> args;
     for (const std::string& path : inputs) args.emplace_back(ReadNpy(path));
+    // weights stored as codes: expanded once, here, and passed to "main" after the inputs
+    if (auto codes = vm->GetFunction("patvm_weight_codes")) {
+      Any expanded = vm->GetFunction("main_transform_params").value()((*codes)());
+      std::vector<Tensor> weights;
+      Flatten(expanded, &weights);
+      for (const Tensor& w : weights) args.emplace_back(w);
+    }
     std::vector<tvm::ffi::AnyView> views(args.begin(), args.end());
     auto call = [&]() {
       Any result;

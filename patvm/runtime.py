@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -21,7 +21,7 @@ SIDECAR_SUFFIX = ".json"
 class CompiledModel:
     def __init__(self, module, target_name: str, family: str, inputs: list[dict], layers: list[dict],
                  cross_compiler: str | None = None, compile_seconds: float | None = None,
-                 schedules: dict | None = None):
+                 schedules: dict | None = None, weight_codes: bool = False):
         self.module = module                  # tvm Executable (fresh build) or runtime Module (loaded)
         self.target_name = target_name
         self.family = family
@@ -31,6 +31,10 @@ class CompiledModel:
         self.compile_seconds = compile_seconds
         # {"database": folder or None, "shipped": bool, "kernels": n, "tuned": [kernel names]}
         self.schedules = schedules or {}
+        # weights stored as codes (patvm.compiler.weight_codes): expanded once, shared by every thread's VM
+        self.weight_codes = weight_codes
+        self._expanded: list | None = None
+        self._expand_lock = threading.Lock()
         self._local = threading.local()       # one VM per thread: a VM is not thread-safe
 
     # ---- running
@@ -39,15 +43,36 @@ class CompiledModel:
         return tvm.cuda(0) if self.family == "cuda" else tvm.cpu(0)
 
     def _vm(self):
-        vm = getattr(self._local, "vm", None)
-        if vm is None:
+        return self._thread_state().vm
+
+    def _thread_state(self) -> _ThreadState:
+        """This thread's VM, its `main` and preallocated input tensors (a VM is not thread-safe)."""
+        state = getattr(self._local, "state", None)
+        if state is None:
             if self.family == "arm" and os.uname().machine not in ("aarch64", "arm64"):
                 raise PatvmError(f"this module is compiled for {self.target_name} (aarch64): run it on the board, "
                                  "or under qemu with `patvm deploy`")
+            import tvm
             from tvm import relax
-            vm = relax.VirtualMachine(self.module, self._device())
-            self._local.vm = vm
-        return vm
+            dev = self._device()
+            vm = relax.VirtualMachine(self.module, dev)
+            inputs = [tvm.runtime.empty(tuple(i["shape"]), i["dtype"], dev) for i in self.inputs]
+            views = [] if self.family == "cuda" else [np.from_dlpack(t) for t in inputs]
+            state = self._local.state = _ThreadState(vm, vm["main"], inputs, views)
+        return state
+
+    def expanded_weights(self) -> list:
+        """The expanded weights `main` takes after its inputs (none unless the module stores codes)."""
+        if not self.weight_codes:
+            return []
+        if self._expanded is not None:
+            return self._expanded
+        with self._expand_lock:
+            if self._expanded is None:
+                from patvm.compiler.weight_codes import CODES_FUNCTION
+                vm = self._vm()
+                self._expanded = list(vm["main_transform_params"](vm[CODES_FUNCTION]()))
+            return self._expanded
 
     def _arguments(self, inputs) -> list[np.ndarray]:
         if isinstance(inputs, dict):
@@ -76,12 +101,17 @@ class CompiledModel:
         return [np.ascontiguousarray(a) for a in arrays]
 
     def run(self, inputs) -> list[np.ndarray]:
-        """inputs: one array, a list in input order, or a dict by input name. Returns the outputs."""
-        import tvm
-        dev = self._device()
-        args = [tvm.runtime.tensor(a, dev) for a in self._arguments(inputs)]
-        result = self._vm()["main"](*args)
-        return _to_numpy(result)
+        """inputs: one array, a list in input order, or a dict by input name. Returns the outputs (on a
+        CPU, views of the tensors the module wrote: no copy)."""
+        arrays = self._arguments(inputs)
+        state = self._thread_state()
+        for tensor, array in zip(state.inputs, arrays):
+            tensor.copyfrom(array)
+        result = state.main(*state.inputs, *self.expanded_weights())
+        outputs = _to_numpy(result, copy=self.family == "cuda")
+        # an output that is a view of an input (a model returning a reshape of it) would change on the
+        # next run, which refills the input tensors: such an output is copied
+        return [o.copy() if any(np.may_share_memory(o, v) for v in state.input_views) else o for o in outputs]
 
     def time(self, inputs, number: int = 5, repeat: int = 20, min_repeat_ms: int = 50) -> np.ndarray:
         """Per-run latency samples in milliseconds (TVM's time_evaluator; set TVM_NUM_THREADS first)."""
@@ -89,7 +119,7 @@ class CompiledModel:
         dev = self._device()
         args = [tvm.runtime.tensor(a, dev) for a in self._arguments(inputs)]
         timer = self._vm().time_evaluator("main", dev, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
-        return np.asarray(timer(*args).results) * 1e3
+        return np.asarray(timer(*args, *self.expanded_weights()).results) * 1e3
 
     # ---- files
     def export(self, path: str | os.PathLike) -> None:
@@ -105,7 +135,8 @@ class CompiledModel:
             except Exception as exc:  # a missing cross compiler, a full disk, ...
                 raise PatvmError(f"cannot export {path}: {last_line(exc, 200)}") from exc
         meta = {"format": "patvm-module-1", "target": self.target_name, "family": self.family,
-                "inputs": self.inputs, "layers": self.layers, "schedules": self.schedules}
+                "inputs": self.inputs, "layers": self.layers, "schedules": self.schedules,
+                "weight_codes": self.weight_codes}
         atomic_write_bytes(path + SIDECAR_SUFFIX, json.dumps(meta, indent=1).encode())
 
     # ---- report
@@ -146,10 +177,17 @@ class CompiledModel:
                 f"({origin}){rest}")
 
 
-def _to_numpy(result) -> list[np.ndarray]:
-    if hasattr(result, "numpy"):
-        return [result.numpy()]
-    return [r.numpy() for r in result]
+@dataclass
+class _ThreadState:
+    vm: object
+    main: object
+    inputs: list            # preallocated input tensors, refilled by every run
+    input_views: list       # numpy views of them (CPU)
+
+
+def _to_numpy(result, copy: bool) -> list[np.ndarray]:
+    tensors = [result] if hasattr(result, "numpy") else list(result)
+    return [t.numpy() if copy else np.from_dlpack(t) for t in tensors]
 
 
 def layer_dicts(reports) -> list[dict]:
@@ -174,7 +212,7 @@ def load_module(path: str | os.PathLike) -> CompiledModel:
     except Exception as exc:  # TVM raises its own error types for unloadable files
         raise PatvmError(f"cannot load {path}: {last_line(exc, 200)}") from exc
     return CompiledModel(module, meta["target"], meta["family"], meta["inputs"], meta["layers"],
-                         schedules=meta.get("schedules"))
+                         schedules=meta.get("schedules"), weight_codes=bool(meta.get("weight_codes")))
 
 
 def module_source(module, fmt: str = "asm") -> str:

@@ -36,6 +36,11 @@ class WeightPlanes:
     def count(self) -> int:
         return int(self.scales.shape[0])
 
+    @property
+    def cost(self) -> int:
+        """Planes a bit-serial kernel computes: an offset is one more, all-ones, plane (the window count)."""
+        return self.count + (self.offset != 0)
+
     def reconstruct(self) -> np.ndarray:
         return self.offset + np.tensordot(self.scales, self.planes.astype(np.float64), axes=1)
 
@@ -61,7 +66,10 @@ def decompose_weights(w_bar: np.ndarray, max_values: int = MAX_WEIGHT_VALUES) ->
 
     One-hot: a plane per value other than the offset (0 when 0 occurs, else the most frequent value).
     Basis: when the K = 2^b values are the subset sums of b generators over the smallest value (ABC-Net),
-    b planes, taken only when it reproduces every value exactly in float64. The smaller of the two wins.
+    b planes, taken only when it reproduces every value exactly in float64.
+    Binary: when the values are evenly spaced (lo + k*d, every integer quantizer, e.g. the 7 values of a
+    narrow-range 3-bit one), the bits of k: ceil(log2(K)) planes with scales d * 2^b. The fewest planes
+    win, an offset counting as one more (WeightPlanes.cost).
     """
     w = np.asarray(w_bar, np.float32)
     values, inverse, counts = np.unique(w, return_inverse=True, return_counts=True)
@@ -79,7 +87,7 @@ def decompose_weights(w_bar: np.ndarray, max_values: int = MAX_WEIGHT_VALUES) ->
         diffs = values[1:].astype(np.float64) - lo
         tol = 1e-6 * max(1.0, float(np.max(np.abs(values))))
         gens = _subset_sum_generators(diffs, tol)
-        if gens is not None and len(gens) < best.count:
+        if gens is not None and len(gens) + (lo != 0) < best.cost:
             # the bit pattern of each value: greedy from the largest generator down is unique here
             bits = np.zeros((len(gens), len(values)), bool)
             for k, d in enumerate(values.astype(np.float64) - lo):
@@ -92,7 +100,27 @@ def decompose_weights(w_bar: np.ndarray, max_values: int = MAX_WEIGHT_VALUES) ->
             candidate = WeightPlanes(lo, np.asarray(gens), planes, "basis")
             if np.array_equal(candidate.reconstruct(), w.astype(np.float64)):  # exact, or one-hot stays
                 best = candidate
+    binary = _binary_planes(w, values, inverse)
+    if binary is not None and binary.cost < best.cost:
+        best = binary
     return best
+
+
+def _binary_planes(w: np.ndarray, values: np.ndarray, inverse: np.ndarray) -> WeightPlanes | None:
+    """The binary decomposition of evenly spaced values (see decompose_weights), or None."""
+    if len(values) < 3:
+        return None
+    lo = float(values[0])
+    offsets = values.astype(np.float64) - lo
+    step = float(np.min(np.diff(offsets)))
+    k = offsets / step
+    if not np.array_equal(k, np.rint(k)):
+        return None
+    bits = int(k[-1]).bit_length()
+    codes = np.rint(k).astype(np.int64)[inverse]
+    planes = np.stack([(codes >> b) & 1 for b in range(bits)]).astype(bool)
+    candidate = WeightPlanes(lo, step * 2.0 ** np.arange(bits), planes, "binary")
+    return candidate if np.array_equal(candidate.reconstruct(), w.astype(np.float64)) else None
 
 
 def conv2d_nchw(x: np.ndarray, w: np.ndarray, stride: int = 1, pad: int = 0) -> np.ndarray:

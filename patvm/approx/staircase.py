@@ -55,6 +55,16 @@ class Staircase:
         """levels[j] - levels[j-1], shape [N] or [C, N]: the scale of thermometer plane j."""
         return np.diff(self.levels.astype(np.float64), axis=-1)
 
+    def binary_planes(self) -> int | None:
+        """With evenly spaced levels (levels[k] = levels[0] + k*d: every integer quantizer), the count k of
+        thresholds passed is written in binary: ceil(log2(N + 1)) planes with scales d * 2^b replace N
+        thermometer planes, exactly. That count, when it is fewer planes; else None."""
+        steps = self.thermometer_deltas()
+        planes = int(self.N).bit_length()
+        if planes >= self.N or not np.all(steps == steps.reshape(-1)[0]):
+            return None
+        return planes
+
 
 def validate_staircase(thresholds: np.ndarray, levels: np.ndarray, where: str = "PAQuantize") -> None:
     """Raise PatvmError naming the problem unless thresholds/levels form a valid staircase."""

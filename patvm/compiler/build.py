@@ -13,6 +13,7 @@ from patvm.compiler.fuse_packing import fuse_pack_into_epilogue
 from patvm.compiler.layout import blocked_layout_pass, conv2d_legalization
 from patvm.compiler.legalize import NAN_KEEPING_LEGALIZATIONS
 from patvm.compiler.schedules import schedule_pass
+from patvm.compiler.weight_codes import CODES_FUNCTION
 from patvm.targets import TargetSpec
 from patvm.tensor_intrinsics import cpu_tensor_intrinsics
 
@@ -33,11 +34,27 @@ def prepare_passes(spec: TargetSpec) -> list:
         relax.transform.LegalizeOps(legalizations),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
+        lift_weight_expansion,
         relax.transform.FuseOps(),
         *fuse_packing,
         relax.transform.FuseTIR(),
         relax.transform.DeadCodeElimination(),
     ]
+
+
+@tvm.transform.module_pass(opt_level=0, name="LiftWeightExpansion")
+def lift_weight_expansion(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Weights stored as codes (patvm.compiler.weight_codes): their expansion and the weight transforms
+    after it move to `main_transform_params`, run once when the module is loaded; before FuseOps, so no
+    weight transform is fused into a kernel that runs every inference."""
+    if not any(gv.name_hint == CODES_FUNCTION for gv in mod.get_global_vars()):
+        return mod
+    return relax.transform.LiftTransformParams()(mod)
+
+
+def main_kernels(mod: tvm.IRModule) -> tvm.IRModule:
+    """The module without what runs once at load time: the kernels of an inference (tuning tasks)."""
+    return relax.transform.DeadCodeElimination(["main"])(mod)
 
 
 def prepare(mod: tvm.IRModule, spec: TargetSpec) -> tvm.IRModule:
@@ -88,9 +105,9 @@ def relax_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
 def build(mod: tvm.IRModule, spec: TargetSpec, database=None):
     """Prepared module -> (tvm Executable, {"kernels": n, "tuned": [names]}). Tuned records first, then
     the hand schedules; "tuned" names the kernels whose record the database held (checked, not assumed)."""
-    schedules = {"kernels": len(kernel_names(mod)), "tuned": []}
+    schedules = {"kernels": len(kernel_names(main_kernels(mod))), "tuned": []}
     if database is not None:
         mod = apply_tuning_database(mod, spec, database)
-        schedules["tuned"] = kernel_names(mod, scheduled=True)
+        schedules["tuned"] = kernel_names(main_kernels(mod), scheduled=True)
     with spec.tvm_target():  # also for tvm.compile: nvcc must build for the preset's arch, not the local GPU
         return tvm.compile(mod, target=spec.tvm_target(), relax_pipeline=relax_pipeline(spec)), schedules

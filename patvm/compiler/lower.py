@@ -2,13 +2,16 @@
 
 For a match, at compile time:
   weights  W_bar -> decompose_weights -> NW {0,1} planes, packed [K, K, NW, CW, O] uint64 (a constant of
-           the module: about NW bits per weight), scales s_i and offset w0;
-  input    thresholds -> a [C, NA] table for the packer; thermometer steps d_j; bottom level a0;
-  scales   phi[i, j] = s_i * d_j; window_coef[j] = w0 * d_j; base_term = sum_c a0[c] * W_bar[o, c, :, :].
+           the module: about NW bits per weight), scales s_i; an offset w0 != 0 is one more plane, all
+           ones, with scale w0 (its counts are the activation planes' window counts);
+  input    thresholds -> a [C, N] table for the packer; plane steps d_j; bottom level a0;
+  scales   phi[i, j] = s_i * d_j; the bottom-level term sum_c a0[c] * W_bar[o, c, kh, kw] summed over the
+           taps inside the image, as a table per border class (patvm.compiler.ops.bitserial).
 At run time: pack_activation_planes (once per quantizer, however many layers it feeds) then
 bitserial_conv2d. The conv PrimFunc is marked out-elementwise-fusable so that Relax's FuseOps folds the
 epilogue (bias, BatchNorm, residual add, ReLU) into it; patvm.compiler.fuse_packing then adds the next
-layer's packer to that kernel.
+layer's packer to that kernel. A matched layer that takes the fp32 path keeps its conv2d / matmul, with
+the weights stored as codes and expanded once, at load time (patvm.compiler.weight_codes).
 """
 from __future__ import annotations
 
@@ -20,10 +23,11 @@ from tvm import relax, te
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from patvm.approx.planes import decompose_weights
-from patvm.compiler.match import LayerMatch, match_layer, static_shape
-from patvm.compiler.ops.bitserial import ConvGeometry, bitserial_conv2d
+from patvm.compiler.match import LayerMatch, const_value, match_layer, static_shape
+from patvm.compiler.ops.bitserial import ConvGeometry, bitserial_conv2d, border_classes
 from patvm.compiler.ops.packing import pack_activation_planes, pack_weight_planes
 from patvm.compiler.strategy import StrategyPolicy
+from patvm.compiler.weight_codes import CODES_FUNCTION, WeightCodes, encode_weights, expand_weight_codes
 from patvm.compiler.workload import WorkloadKey
 
 OP_PATTERN_OUT_ELEMWISE_FUSABLE = 4
@@ -49,15 +53,45 @@ class LayerReport:
 
 
 @dataclass(frozen=True)
+class BottomLevelTable:
+    """The bottom-level term per (output channel, row class, column class), and each row's / column's class."""
+
+    table: np.ndarray       # [O, R, C] float32
+    row_class: np.ndarray   # [OH] int32
+    col_class: np.ndarray   # [OW] int32
+
+    @property
+    def arrays(self) -> list[np.ndarray]:
+        return [self.table, self.row_class, self.col_class]
+
+
+@dataclass(frozen=True)
 class BinaryLayerConstants:
     """Everything the bit-serial kernel needs, derived at compile time from one match."""
 
-    thresholds: np.ndarray          # [C, NA] float32
-    packed_weights: np.ndarray      # [K, K, NW, CW, O] uint64
+    thresholds: np.ndarray          # [C, N] float32
+    binary_planes: int | None       # NA for evenly spaced levels (the count's bits), else None: NA = N
+    packed_weights: np.ndarray      # [K, K, NW, CW, O] uint64 (the last plane all ones when w0 != 0)
+    weight_planes: int              # planes of W_bar itself (M)
     phi: np.ndarray                 # [NW, NA] float32
-    window_coef: np.ndarray | None  # [NA] float32
-    base_term: np.ndarray | None    # [O, K, K] float32
+    bottom: BottomLevelTable | None
     weight_kind: str
+
+    @property
+    def activation_planes(self) -> int:
+        return int(self.phi.shape[1])
+
+
+def bottom_level_table(bottom: np.ndarray, w_bar: np.ndarray, geometry: ConvGeometry, height: int,
+                       width: int) -> BottomLevelTable:
+    """sum_c a0[c] * W_bar[o, c, kh, kw] over the taps of each border class that lie inside the image."""
+    taps = np.einsum("c,ockl->okl", bottom, w_bar.astype(np.float64))            # [O, K, K]
+    rows, row_classes = border_classes(height, geometry)
+    cols, col_classes = border_classes(width, geometry)
+    k = geometry.kernel
+    table = np.array([[[taps[o, a:k - b, c:k - d].sum() for c, d in col_classes] for a, b in row_classes]
+                      for o in range(taps.shape[0])])
+    return BottomLevelTable(table.astype(np.float32), np.array(rows, np.int32), np.array(cols, np.int32))
 
 
 def binary_layer_constants(match: LayerMatch) -> BinaryLayerConstants:
@@ -66,17 +100,24 @@ def binary_layer_constants(match: LayerMatch) -> BinaryLayerConstants:
     thresholds = np.ascontiguousarray(np.broadcast_to(stair.thresholds, (channels, stair.N))).astype(np.float32)
     steps = stair.thermometer_deltas()
     steps = steps[0] if steps.ndim == 2 else steps                 # equal over channels (checked)
+    binary = stair.binary_planes()
+    if binary:
+        steps = steps[0] * 2.0 ** np.arange(binary)                # plane b counts 2^b steps
     bottom = np.broadcast_to(stair.levels[..., 0].astype(np.float64), (channels,))
     wp = decompose_weights(w_bar)
     planes, scales = wp.planes, wp.scales
-    if wp.count == 0:  # all weights equal: keep one empty plane so the kernel shape stays regular
+    if wp.offset != 0:   # the window counts, in the same loop as the other plane pairs
+        planes, scales = np.concatenate([planes, np.ones((1,) + w_bar.shape, bool)]), np.append(scales, wp.offset)
+    if len(scales) == 0:  # all weights 0: keep one empty plane so the kernel shape stays regular
         planes, scales = np.zeros((1,) + w_bar.shape, bool), np.zeros(1)
     phi = (scales[:, None] * steps[None, :]).astype(np.float32)
-    window_coef = (wp.offset * steps).astype(np.float32) if wp.offset != 0 else None
-    base_term = None
+    table = None
     if np.any(bottom != 0):
-        base_term = np.einsum("c,ockl->okl", bottom, w_bar.astype(np.float64)).astype(np.float32)
-    return BinaryLayerConstants(thresholds, pack_weight_planes(planes), phi, window_coef, base_term, wp.kind)
+        x_shape = static_shape(match.x)
+        height, width = (1, 1) if match.kind == "dense" else (x_shape[2], x_shape[3])
+        geometry = ConvGeometry(match.stride, match.pad, int(w_bar.shape[2]))
+        table = bottom_level_table(bottom, w_bar, geometry, height, width)
+    return BinaryLayerConstants(thresholds, binary, pack_weight_planes(planes), wp.count, phi, table, wp.kind)
 
 
 def _prim_func(args: list[te.Tensor], out: te.Tensor, pattern: int, kernel: str):
@@ -90,10 +131,10 @@ def _prim_func(args: list[te.Tensor], out: te.Tensor, pattern: int, kernel: str)
     return func, [int(s) for s in out.shape]
 
 
-def make_pack_func(x_shape, thresholds_shape):
+def make_pack_func(x_shape, thresholds_shape, binary_planes: int | None):
     X = te.placeholder(x_shape, "float32", "X")
     T = te.placeholder(thresholds_shape, "float32", "thresholds")
-    return _prim_func([X, T], pack_activation_planes(X, T), OP_PATTERN_OPAQUE, "pack")
+    return _prim_func([X, T], pack_activation_planes(X, T, binary_planes), OP_PATTERN_OPAQUE, "pack")
 
 
 def make_conv_func(a_shape, consts: BinaryLayerConstants, geometry: ConvGeometry):
@@ -101,11 +142,20 @@ def make_conv_func(a_shape, consts: BinaryLayerConstants, geometry: ConvGeometry
     W = te.placeholder(consts.packed_weights.shape, "uint64", "W")
     phi = te.placeholder(consts.phi.shape, "float32", "phi")
     args = [A, W, phi]
-    wc = te.placeholder(consts.window_coef.shape, "float32", "window_coef") if consts.window_coef is not None else None
-    bt = te.placeholder(consts.base_term.shape, "float32", "base_term") if consts.base_term is not None else None
-    args += [t for t in (wc, bt) if t is not None]
-    out = bitserial_conv2d(A, W, phi, geometry, wc, bt)
+    base = None
+    if consts.bottom is not None:
+        base = tuple(te.placeholder(a.shape, str(a.dtype), name)
+                     for a, name in zip(consts.bottom.arrays, ("base_table", "row_class", "col_class")))
+        args += list(base)
+    out = bitserial_conv2d(A, W, phi, geometry, base)
     return _prim_func(args, out, OP_PATTERN_OUT_ELEMWISE_FUSABLE, "bitserial_conv2d")
+
+
+def make_expand_func(codes: WeightCodes):
+    words = te.placeholder(codes.words.shape, "uint32", "words")
+    values = te.placeholder(codes.values.shape, "float32", "values")
+    return _prim_func([words, values], expand_weight_codes(words, values, codes.bits, codes.shape),
+                      OP_PATTERN_OPAQUE, "expand_weight_codes")
 
 
 @mutator
@@ -119,6 +169,7 @@ class BinaryLayerRewriter(PyExprMutator):
         self.reports: list[LayerReport] = []
         self._packed: dict = {}      # quantizer output -> packed planes (pack once per quantizer)
         self._funcs: dict = {}       # PrimFunc cache: identical layer shapes share one kernel (and one tuning task)
+        self.code_params: list[tuple[relax.Var, WeightCodes]] = []   # new parameters of main: weight codes
 
     def _global(self, key, build, name):
         """(GlobalVar, output shape) of the kernel for `key`, built on first use."""
@@ -127,11 +178,13 @@ class BinaryLayerRewriter(PyExprMutator):
             self._funcs[key] = (self.builder_.add_func(func, name), out_shape)
         return self._funcs[key]
 
-    def _pack(self, match: LayerMatch, x4: relax.Expr, x_shape, thresholds: np.ndarray) -> relax.Expr:
+    def _pack(self, match: LayerMatch, x4: relax.Expr, x_shape, consts: BinaryLayerConstants) -> relax.Expr:
         key = (match.quantized, x_shape)
+        thresholds, binary = consts.thresholds, consts.binary_planes
         if key not in self._packed:
-            gv, out = self._global(("pack", x_shape, thresholds.shape),
-                                   lambda: make_pack_func(x_shape, thresholds.shape), "pa_pack_activation_planes")
+            gv, out = self._global(("pack", x_shape, thresholds.shape, binary),
+                                   lambda: make_pack_func(x_shape, thresholds.shape, binary),
+                                   "pa_pack_activation_planes")
             self._packed[key] = self.builder_.emit(
                 relax.call_tir(gv, [x4, relax.const(thresholds)], relax.TensorType(out, "uint64")))
         return self._packed[key]
@@ -155,13 +208,29 @@ class BinaryLayerRewriter(PyExprMutator):
             report.reason = match.reason
             return call
         consts = binary_layer_constants(match)
-        planes = int(consts.packed_weights.shape[2]) * match.staircase.N
-        report.M = int(consts.packed_weights.shape[2])
+        report.N = consts.activation_planes
+        planes = int(consts.packed_weights.shape[2]) * consts.activation_planes   # the plane pairs computed
+        report.M = consts.weight_planes
         report.workload = workload_key(match)
         strategy, report.reason = self.policy.choose(report.workload, planes)
         if strategy != "bit-serial":
-            return call
+            return self._fp32_from_codes(call, report)
         return self._lower(match, consts, report)
+
+    def _fp32_from_codes(self, call: relax.Call, report: LayerReport) -> relax.Expr:
+        """The layer's own conv2d / matmul, its constant weight replaced by the expansion of its codes."""
+        codes = encode_weights(const_value(call.args[1]))
+        if codes is None:
+            return call
+        words = relax.Var(f"weight_codes_{report.index}", relax.TensorType(codes.words.shape, "uint32"))
+        self.code_params.append((words, codes))
+        gv, shape = self._global(("expand", codes.words.shape, codes.bits, codes.shape),
+                                 lambda: make_expand_func(codes), "expand_weight_codes")
+        weight = self.builder_.emit(relax.call_tir(gv, [words, relax.const(codes.values)],
+                                                   relax.TensorType(shape, "float32")))
+        report.weight_kind = f"{codes.bits}-bit codes"
+        report.packed_weight_bytes = codes.nbytes
+        return relax.Call(call.op, [call.args[0], weight], call.attrs, call.ty_args)
 
     def _lower(self, match: LayerMatch, consts: BinaryLayerConstants, report: LayerReport) -> relax.Expr:
         x = match.x
@@ -169,14 +238,14 @@ class BinaryLayerRewriter(PyExprMutator):
         if match.kind == "dense":
             x_shape = (x_shape[0], x_shape[1], 1, 1)
             x = self.builder_.emit(relax.op.reshape(x, x_shape))
-        packed = self._pack(match, x, x_shape, consts.thresholds)
+        packed = self._pack(match, x, x_shape, consts)
         a_shape = tuple(int(s) for s in packed.ty.shape)
         geometry = ConvGeometry(match.stride, match.pad, int(match.weight.shape[2]))
         key = ("conv", a_shape, consts.packed_weights.shape, consts.phi.shape, geometry,
-               consts.window_coef is not None, consts.base_term is not None)
+               None if consts.bottom is None else consts.bottom.table.shape)
         gv, out_shape = self._global(key, lambda: make_conv_func(a_shape, consts, geometry), "pa_bitserial_conv2d")
         args = [packed, relax.const(consts.packed_weights), relax.const(consts.phi)]
-        args += [relax.const(c) for c in (consts.window_coef, consts.base_term) if c is not None]
+        args += [relax.const(c) for c in (consts.bottom.arrays if consts.bottom is not None else [])]
         y = relax.call_tir(gv, args, relax.TensorType(out_shape, "float32"))
         if match.kind == "dense":
             y = relax.op.reshape(self.builder_.emit(y), (out_shape[0], out_shape[1]))
@@ -194,12 +263,21 @@ def workload_key(match: LayerMatch) -> str:
 
 def lower_binary_layers(mod: tvm.IRModule, policy: StrategyPolicy | None = None
                         ) -> tuple[tvm.IRModule, list[LayerReport]]:
-    """Rewrite `main`; returns the new module (dead quantizer chains removed) and the per-layer report."""
+    """Rewrite `main`; returns the new module (dead quantizer chains removed) and the per-layer report.
+    Weight codes become parameters of `main` after its inputs (`num_input` says how many inputs), and the
+    function CODES_FUNCTION returns their values."""
     func = mod["main"]
     rewriter = BinaryLayerRewriter(mod, relax.analysis.get_var2val(func), policy or StrategyPolicy("bit-serial"))
     new_main = rewriter.visit_expr(func)
+    if rewriter.code_params:
+        params = list(new_main.params) + [var for var, _ in rewriter.code_params]
+        new_main = relax.Function(params, new_main.body, new_main.ret_ty, new_main.is_pure, new_main.attrs)
+        new_main = new_main.with_attr("num_input", len(func.params))
     rewriter.builder_.update_func(rewriter.builder_.get().get_global_var("main"), new_main)
     new_mod = relax.transform.DeadCodeElimination(["main"])(rewriter.builder_.get())
+    if rewriter.code_params:
+        codes = relax.Tuple([relax.const(c.words) for _, c in rewriter.code_params])
+        new_mod[CODES_FUNCTION] = relax.Function([], codes).with_attr("global_symbol", CODES_FUNCTION)
     return new_mod, rewriter.reports
 
 

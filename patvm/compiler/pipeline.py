@@ -25,6 +25,7 @@ from patvm.compiler.build import build, prepare
 from patvm.compiler.importer import import_model
 from patvm.compiler.lower import LowerBinaryLayers
 from patvm.compiler.strategy import StrategyPolicy, default_policy
+from patvm.compiler.weight_codes import CODES_FUNCTION
 from patvm.runtime import CompiledModel, layer_dicts
 from patvm.targets import TargetSpec, resolve_target
 
@@ -79,12 +80,14 @@ class Pipeline:
     def compile(self, model_or_path, start: float | None = None) -> CompiledModel:
         start = time.perf_counter() if start is None else start
         mod, reports, inputs = self.prepared(model_or_path)
+        weight_codes = any(gv.name_hint == CODES_FUNCTION for gv in mod.get_global_vars())
         executable, schedules = build(mod, self.spec, self.database)
         spec = self.spec
         return CompiledModel(executable, spec.name, spec.family,
                              [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs],
                              layer_dicts(reports), cross_compiler=spec.cross_compiler,
-                             compile_seconds=time.perf_counter() - start, schedules={**self.source, **schedules})
+                             compile_seconds=time.perf_counter() - start, schedules={**self.source, **schedules},
+                             weight_codes=weight_codes)
 
 
 def compile_model(model_or_path, target="host", tuning_db=None, strategy="auto") -> CompiledModel:

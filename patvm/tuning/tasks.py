@@ -38,12 +38,12 @@ def extract_tasks(mod, spec: TargetSpec) -> list[TuningTask]:
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
-    from patvm.compiler.build import is_scheduled
+    from patvm.compiler.build import is_scheduled, main_kernels
     from patvm.tensor_intrinsics import cpu_tensor_intrinsics
     tasks = []
     target = spec.tvm_target()
     with cpu_tensor_intrinsics(target):
-        extracted = ms.relax_integration.extract_tasks(mod, target)
+        extracted = ms.relax_integration.extract_tasks(main_kernels(mod), target)
     for task in extracted:
         task_mod = task.dispatched[0]
         func = task_mod["main"]

@@ -117,3 +117,19 @@ def test_brevitas_models_quick(tmp_path):
         assert r["ms"]["patvm"]["median"] > 0 and r["ms"]["ort-fp32"]["median"] > 0
         assert r["rel_error_vs_qonnx"] < 1e-3 and r["bit_serial_layers"] == r["layers"] - 1
     assert "ort-qcdq" in data["rows"][0]["ms"]
+
+
+def test_neon_static_quick(tmp_path):
+    """The static aarch64 report: needs the cross toolchain and llvm-mca, writes json + md (no plot)."""
+    import shutil
+    if not all(shutil.which(tool) for tool in ("aarch64-linux-gnu-g++", "aarch64-linux-gnu-objdump", "llvm-mca")):
+        pytest.skip("needs aarch64-linux-gnu-g++/objdump and llvm-mca")
+    run_script("neon_static", tmp_path, "--presets", "arm-a72")
+    data = json.loads((tmp_path / "neon_static.json").read_text())
+    assert (tmp_path / "neon_static.md").read_text().startswith("# ")
+    ref = data["references"]["cortex-a72"]
+    assert ref["lce_shape"]["cnt"] == 16 and ref["fmla_8x8"]["macs_per_cycle"] > 0
+    rows = {(r["layer"], r["schedule"]): r for r in data["rows"]}
+    neon, generic = rows[("3x3-16x8", "neon")], rows[("3x3-16x8", "generic")]
+    assert neon["mnemonics"].get("addp", 0) > 0 and "addp" not in generic["mnemonics"]
+    assert neon["per_cnt"] < generic["per_cnt"] and neon["mca"]["cycles_per_512_bit_macs"] > 0

@@ -2,10 +2,13 @@
 
 Layouts (bit k of word cw is channel 64*cw + k; channels past C are 0 bits, which is exact for
 {0,1} planes):
-  activations  [N, H, W, NA, CW]  uint64   NA thermometer planes [x >= v_j]
+  activations  [N, H, W, NA, CW]  uint64   NA thermometer planes [x >= v_j], or with evenly spaced levels
+                                           the NA bits of the count of thresholds passed
   weights      [KH, KW, NW, CW, O] uint64  NW weight planes, output channels innermost (vectorised)
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import tvm
@@ -20,14 +23,17 @@ def words_for(channels: int) -> int:
     return (channels + WORD_BITS - 1) // WORD_BITS
 
 
-def pack_activation_planes(X: te.Tensor, thresholds: te.Tensor, name: str = PACK_BLOCK) -> te.Tensor:
-    """X [N, C, H, W] float32 (NCHW, as ONNX), thresholds [C, NA] -> [N, H, W, NA, CW] uint64.
+def pack_activation_planes(X: te.Tensor, thresholds: te.Tensor, binary_planes: int | None = None,
+                           name: str = PACK_BLOCK) -> te.Tensor:
+    """X [N, C, H, W] float32 (NCHW, as ONNX), thresholds [C, T] -> [N, H, W, NA, CW] uint64.
 
-    Bit = X >= threshold (NaN compares false, as in the format). A thermometer plane set is an
-    OR-reduction over the 64 bits of a word.
+    Thermometer (NA = T): bit j = X >= threshold j (NaN compares false, as in the format). Binary
+    (NA = binary_planes): bit b of the number of thresholds X reaches (Staircase.binary_planes). A plane
+    word is an OR-reduction over its 64 bits.
     """
     n_, c_, h_, w_ = (int(s) for s in X.shape)
-    na = int(thresholds.shape[1])
+    count = int(thresholds.shape[1])
+    na = binary_planes or count
     cw_ = words_for(c_)
     k = te.reduce_axis((0, WORD_BITS), "k")
     bit_or = te.comm_reducer(lambda a, b: a | b, lambda t: tvm.tirx.const(0, t), name="bit_or")
@@ -37,8 +43,14 @@ def pack_activation_planes(X: te.Tensor, thresholds: te.Tensor, name: str = PACK
     def word(n, h, w, j, cw):
         c = cw * WORD_BITS + k
         cc = te.min(c, c_ - 1)  # keep the read in bounds; the bit itself is masked by c < C
-        bit = tvm.tirx.all(c < c_, X[n, cc, h, w] >= thresholds[cc, j])
-        return bit_or(tvm.tirx.Select(bit, one << k.astype(WORD_DTYPE), zero), axis=k)
+        if binary_planes:
+            x = X[n, cc, h, w]
+            reached = [tvm.tirx.Select(x >= thresholds[cc, t], one, zero) for t in range(count)]
+            level = functools.reduce(lambda a, b: a + b, reached)
+            set_ = tvm.tirx.all(c < c_, (level >> j.astype(WORD_DTYPE)) & one == one)
+        else:
+            set_ = tvm.tirx.all(c < c_, X[n, cc, h, w] >= thresholds[cc, j])
+        return bit_or(tvm.tirx.Select(set_, one << k.astype(WORD_DTYPE), zero), axis=k)
 
     return te.compute((n_, h_, w_, na, cw_), word, name=name)
 

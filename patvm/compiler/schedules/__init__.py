@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from tvm.s_tir import dlight
 
+from patvm.compiler.schedules.arm import BitSerialNEON
 from patvm.compiler.schedules.cpu import (
     BitSerialCPU,
     Conv2dBlockedCPU,
@@ -20,7 +21,8 @@ def schedule_rules(family: str) -> list:
     if family == "cuda":
         from patvm.compiler.schedules.cuda import cuda_rules
         return cuda_rules()
-    return [BitSerialCPU(), PackActivationCPU(), Conv2dBlockedCPU(), Conv2dNCHWCPU(), GenericCPU()]
+    neon = [BitSerialNEON()] if family == "arm" else []    # the NEON counts micro-kernel; BitSerialCPU otherwise
+    return neon + [BitSerialCPU(), PackActivationCPU(), Conv2dBlockedCPU(), Conv2dNCHWCPU(), GenericCPU()]
 
 
 def schedule_pass(family: str):

@@ -8,8 +8,10 @@ into the output block, which runs after the conv inside the same parallel row lo
 packer is fused in (patvm.compiler.fuse_packing), its row loop is merged into that one: conv row, epilogue,
 pack, while the row is in cache.
 
-Unscheduled fp32 functions (first conv, depthwise convs, pooling, FC) get `GenericCPU`: parallel outer
-loops and a vectorised inner spatial loop. MetaSchedule replaces all of these where records exist.
+fp32 convs and depthwise convs in the blocked layout get `Conv2dBlockedCPU` (a register tile of output
+pixels x an output-channel block); other fp32 functions (pooling, FC, layout transforms) get `GenericCPU`:
+parallel outer loops and a vectorised inner spatial loop. MetaSchedule replaces all of these where records
+exist.
 """
 from __future__ import annotations
 
@@ -86,19 +88,16 @@ class BitSerialCPU(ScheduleRule):
         names = block_names(sch)
         if CONV_BLOCK not in names:
             return None
-        side = {"window_count", "base_level_term"} & set(names)
         pack = PACK_BLOCK if PACK_BLOCK in names else None       # the next layer's packer, fused (fuse_packing)
         last = names[-2] if pack else names[-1]                  # the float output, epilogue inlined into it
-        inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last} | side | ({pack} if pack else set()))
+        inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last} | ({pack} if pack else set()) | self._kept_blocks(names))
         # between the conv and the packer: the float output, and before it the kernel's float output that a
         # residual add reads when fuse_packing moved a ReLU in (an output block cannot be inlined)
-        epilogue = [b for b in block_names(sch) if b not in {COUNT_BLOCK, CONV_BLOCK, pack} | side]
+        epilogue = [b for b in block_names(sch) if b not in {COUNT_BLOCK, CONV_BLOCK, pack} | self._kept_blocks(names)]
         conv = sch.get_sblock(CONV_BLOCK)
         counts = sch.get_sblock(COUNT_BLOCK)
         _, _, ow_, o_, nw, na = (int(iv.dom.extent) for iv in sch.get(conv).iter_vars)
-        lanes = vector_lanes_u64(target)
-        o_tile = largest_divisor(o_, self.o_tiles or (2 * lanes, lanes, 4, 2))
-        ow_tile = largest_divisor(ow_, self.ow_tiles)
+        ow_tile, o_tile = self._tiles(ow_, o_, target)
         n, oh, ow, o, i, j = sch.get_loops(conv)
         owo, owi = sch.split(ow, [None, ow_tile])
         oo, oi = sch.split(o, [None, o_tile])
@@ -112,28 +111,42 @@ class BitSerialCPU(ScheduleRule):
         order = [tile[k] for k in ("i", "j", "kh", "kw", "cw", "ow", "o") if k in tile]
         if len(order) > 1:
             sch.reorder(*order)
-        if "ow" in tile:
-            sch.unroll(tile["ow"])
+        self._schedule_count_tile(sch, tile, o_tile)
         if o_tile > 1:
-            sch.vectorize(tile["o"])
             sch.vectorize(oi)
         pack_rows = sch.fuse(*sch.get_loops(sch.get_sblock(pack))[:2]) if pack else None   # its (n, h)
-        if side:  # correction terms: small separate loop nests, each parallel
-            for name in sorted(side) + epilogue:
-                _parallel_outer(sch, sch.get_sblock(name), 2, _cores(target))
-            if pack:
-                sch.parallel(pack_rows)
-        else:  # per output row, right after that row's conv: the epilogue, then the next layer's packer
-            for name in epilogue:
-                sch.reverse_compute_at(sch.get_sblock(name), row)
-            if pack:
-                row = sch.merge(row, pack_rows)
+        # per output row, right after that row's conv: the epilogue, then the next layer's packer
+        for name in epilogue:
+            sch.reverse_compute_at(sch.get_sblock(name), row)
+        if pack:
+            row = sch.merge(row, pack_rows)
         sch.parallel(row)
         first_reduction = next((tile[k] for k in ("kh", "kw", "cw") if k in tile), None)
         if first_reduction is not None:  # after parallel: the init blocks would break its dataflow check
             sch.decompose_reduction(counts, first_reduction)
         sch.decompose_reduction(conv, i)
+        self._finish(sch, counts, tile, target)
         return sch
+
+    # ---- what a target-specific subclass (schedules.arm.BitSerialNEON) replaces
+    def _kept_blocks(self, names: list[str]) -> set[str]:
+        """Blocks kept as loop nests of their own besides the conv's (here none: the pad is inlined)."""
+        return set()
+
+    def _tiles(self, ow_: int, o_: int, target: Target) -> tuple[int, int]:
+        """(output pixels, output channels) of one register tile."""
+        lanes = vector_lanes_u64(target)
+        return largest_divisor(ow_, self.ow_tiles), largest_divisor(o_, self.o_tiles or (2 * lanes, lanes, 4, 2))
+
+    def _schedule_count_tile(self, sch: s_tir.Schedule, tile: dict, o_tile: int) -> None:
+        """The counts of one tile: pixels unrolled, output channels vectorised."""
+        if "ow" in tile:
+            sch.unroll(tile["ow"])
+        if o_tile > 1:
+            sch.vectorize(tile["o"])
+
+    def _finish(self, sch: s_tir.Schedule, counts, tile: dict, target: Target) -> None:
+        """Last steps after the reductions are decomposed (nothing here)."""
 
 
 class PackActivationCPU(ScheduleRule):
