@@ -1,7 +1,7 @@
 """The graph generator of the differential fuzzer: random small PA-ONNX graphs.
 
-    python -m patvm.fuzz --graphs 500 --seed 0                   # the long campaign (docs/reliability.md)
-    python -m patvm.fuzz --graphs 1 --seed 0 --start 17 --save-failures out/ --localize   # one graph again
+    python -m patvm.testing.fuzz --graphs 500 --seed 0           # the long campaign (docs/reliability.md)
+    python -m patvm.testing.fuzz --graphs 1 --seed 0 --start 17 --save-failures out/ --localize   # one graph again
 
 Graph `i` of seed `s` is generated from `numpy.random.default_rng([s, i])` alone, so any graph of a
 campaign can be rebuilt on its own. Two modes:
