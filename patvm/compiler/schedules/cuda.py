@@ -4,11 +4,9 @@
 channel); the output channels vary fastest across the threads of a warp, so the weight words
 (`[KH, KW, NW, CW, O]`, O innermost) are read coalesced and the activation word is one broadcast load.
 Each thread ANDs 64-bit words and `__popcll`s them into per-plane-pair integer counters held in
-registers ("local"), then forms the phi-weighted sum (also in a register). Without correction terms the
-NCHW output, with the fused epilogue (bias, ReLU, residual add, ...) inlined into it, is written by the
-same thread right after; with correction terms ("window_count", "base_level_term") these are small
-spatial kernels of their own and the output is a following elementwise kernel. The pad is inlined (a
-select on the load).
+registers ("local"), then forms the phi-weighted sum (also in a register). The NCHW output, with the
+fused epilogue (bias, ReLU, residual add, ...) and the bottom-level table inlined into it, is written by
+the same thread right after. The pad is inlined (a select on the load).
 
 `PackActivationCUDA` (the thermometer packer): one thread per output word, with the image column `w`
 fastest across threads so that the float loads `X[n, c, h, w]` are coalesced; the 64-bit OR reduction
@@ -40,7 +38,6 @@ from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK
 from patvm.compiler.ops.packing import PACK_BLOCK
 from patvm.compiler.schedules.common import block_names, inline_all_except, loop_extent
 
-SIDE_BLOCKS = ("window_count", "base_level_term")
 logger = logging.getLogger(__name__)
 
 
@@ -149,10 +146,8 @@ class BitSerialCUDA(_SafeRule):
 
     def schedule(self, func: tirx.PrimFunc, target: Target) -> s_tir.Schedule:
         sch = s_tir.Schedule(func)
-        names = block_names(sch)
-        side = [name for name in SIDE_BLOCKS if name in names]
-        last = names[-1]
-        inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last, *side})
+        last = block_names(sch)[-1]
+        inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last})
 
         conv = sch.get_sblock(CONV_BLOCK)
         counts = sch.get_sblock(COUNT_BLOCK)
@@ -184,18 +179,10 @@ class BitSerialCUDA(_SafeRule):
             sch.unroll(loop)
         for loop in sch.get_loops(conv)[2:]:    # the phi combine over (i, j): unrolled
             sch.unroll(loop)
-        if side:
-            # correction terms: simple spatial kernels; the output (with the epilogue) after them
-            try_decompose_reduction(sch, conv, i)
-            for name in side:
-                bind_spatial(sch, sch.get_sblock(name), _max_threads(target))
-            if last != CONV_BLOCK:
-                bind_spatial(sch, sch.get_sblock(last), _max_threads(target))
-        else:
-            if last != CONV_BLOCK:
-                sch.set_scope(conv, 0, "local")
-                sch.reverse_compute_at(sch.get_sblock(last), tx)
-            try_decompose_reduction(sch, conv, i)
+        if last != CONV_BLOCK:
+            sch.set_scope(conv, 0, "local")
+            sch.reverse_compute_at(sch.get_sblock(last), tx)
+        try_decompose_reduction(sch, conv, i)
         return sch
 
 
@@ -482,7 +469,7 @@ class BitSerialTensorCoreCUDA(ScheduleRule):
     activation words and the re-laid-out weights are materialised by two spatial kernels, padded with
     zero words to multiples of the 16 x 8 x 4-word tile (zero words add nothing to a popcount). One warp
     per 16 x 8 output tile keeps its counts in an MMA accumulator fragment over the k loop and stores them
-    once; the phi combine, correction terms and the output (with the fused epilogue) are spatial kernels.
+    once; the phi combine and the output (with the fused epilogue) are spatial kernels.
     Any failure (a shape the normalisation does not cover) falls back to `BitSerialCUDA`."""
 
     def __init__(self, emulate: bool = False, min_sm: int = 80):
@@ -510,8 +497,6 @@ class BitSerialTensorCoreCUDA(ScheduleRule):
         from tvm.s_tir.dlight.gpu.matmul import get_index_map
 
         sch = s_tir.Schedule(func)
-        names = block_names(sch)
-        side = [name for name in SIDE_BLOCKS if name in names]
         sch.unsafe_set_dtype(COUNT_BLOCK, 0, "int32")      # the MMA accumulator type; exact
         counts = sch.get_sblock(COUNT_BLOCK)
         # 1. the counts as C[0, I, J] += popcount(A[0, I, K] & B[0, J, K])
@@ -537,7 +522,7 @@ class BitSerialTensorCoreCUDA(ScheduleRule):
             consumer = sch.get_consumers(counts)
         operand_names = [sch.get(b).name_hint for b in operands]
         last = block_names(sch)[-1]
-        inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last, *side, *operand_names})
+        inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last, *operand_names})
         # 3. the GEMM: one warp per 16 x 8 tile, k by 4 words
         counts = sch.get_sblock(COUNT_BLOCK)
         batch, i, j, k = sch.get_loops(counts)
@@ -561,10 +546,10 @@ class BitSerialTensorCoreCUDA(ScheduleRule):
         sch.tensorize(sch.get_loops(counts)[-3], self._intrin(INTRIN_MMA))
         # 4. everything else: spatial kernels
         max_threads = _max_threads(target)
-        for name in operand_names + side:
+        for name in operand_names:
             bind_spatial(sch, sch.get_sblock(name), max_threads)
         bind_spatial(sch, sch.get_sblock(CONV_BLOCK), max_threads)
-        if last != CONV_BLOCK and last not in side:
+        if last != CONV_BLOCK:
             bind_spatial(sch, sch.get_sblock(last), max_threads)
         return sch
 
