@@ -24,7 +24,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from patvm.approx.planes import decompose_weights
 from patvm.compiler.match import LayerMatch, const_value, match_layer, static_shape
-from patvm.compiler.ops.bitserial import ConvGeometry, bitserial_conv2d, border_classes
+from patvm.compiler.ops.bitserial import ConvGeometry, bitserial_conv2d, clipped_taps
 from patvm.compiler.ops.packing import pack_activation_planes, pack_weight_planes
 from patvm.compiler.strategy import StrategyPolicy
 from patvm.compiler.weight_codes import CODES_FUNCTION, WeightCodes, encode_weights, expand_weight_codes
@@ -53,19 +53,6 @@ class LayerReport:
 
 
 @dataclass(frozen=True)
-class BottomLevelTable:
-    """The bottom-level term per (output channel, row class, column class), and each row's / column's class."""
-
-    table: np.ndarray       # [O, R, C] float32
-    row_class: np.ndarray   # [OH] int32
-    col_class: np.ndarray   # [OW] int32
-
-    @property
-    def arrays(self) -> list[np.ndarray]:
-        return [self.table, self.row_class, self.col_class]
-
-
-@dataclass(frozen=True)
 class BinaryLayerConstants:
     """Everything the bit-serial kernel needs, derived at compile time from one match."""
 
@@ -74,7 +61,7 @@ class BinaryLayerConstants:
     packed_weights: np.ndarray      # [K, K, NW, CW, O] uint64 (the last plane all ones when w0 != 0)
     weight_planes: int              # planes of W_bar itself (M)
     phi: np.ndarray                 # [NW, NA] float32
-    bottom: BottomLevelTable | None
+    base_table: np.ndarray | None   # [RA+1, RB+1, CA+1, CB+1, O] float32 (ops.bitserial), None when a0 = 0
     weight_kind: str
 
     @property
@@ -83,15 +70,17 @@ class BinaryLayerConstants:
 
 
 def bottom_level_table(bottom: np.ndarray, w_bar: np.ndarray, geometry: ConvGeometry, height: int,
-                       width: int) -> BottomLevelTable:
-    """sum_c a0[c] * W_bar[o, c, kh, kw] over the taps of each border class that lie inside the image."""
+                       width: int) -> np.ndarray:
+    """sum_c a0[c] * W_bar[o, c, kh, kw] over the taps inside the image, for every count of taps clipped
+    before / after the image in rows and columns: [RA+1, RB+1, CA+1, CB+1, O]."""
     taps = np.einsum("c,ockl->okl", bottom, w_bar.astype(np.float64))            # [O, K, K]
-    rows, row_classes = border_classes(height, geometry)
-    cols, col_classes = border_classes(width, geometry)
     k = geometry.kernel
-    table = np.array([[[taps[o, a:k - b, c:k - d].sum() for c, d in col_classes] for a, b in row_classes]
-                      for o in range(taps.shape[0])])
-    return BottomLevelTable(table.astype(np.float32), np.array(rows, np.int32), np.array(cols, np.int32))
+    ra, rb = clipped_taps(height, geometry)
+    ca, cb = clipped_taps(width, geometry)
+    table = np.zeros((ra + 1, rb + 1, ca + 1, cb + 1, taps.shape[0]))
+    for a, b, c, d in np.ndindex(*table.shape[:4]):
+        table[a, b, c, d] = taps[:, a:max(a, k - b), c:max(c, k - d)].sum(axis=(1, 2))
+    return table.astype(np.float32)
 
 
 def binary_layer_constants(match: LayerMatch) -> BinaryLayerConstants:
@@ -112,7 +101,7 @@ def binary_layer_constants(match: LayerMatch) -> BinaryLayerConstants:
         planes, scales = np.zeros((1,) + w_bar.shape, bool), np.zeros(1)
     phi = (scales[:, None] * steps[None, :]).astype(np.float32)
     table = None
-    if np.any(bottom != 0):
+    if np.any(bottom != 0):   # zero padding is not the bottom level: what the window misses of it
         x_shape = static_shape(match.x)
         height, width = (1, 1) if match.kind == "dense" else (x_shape[2], x_shape[3])
         geometry = ConvGeometry(match.stride, match.pad, int(w_bar.shape[2]))
@@ -142,11 +131,8 @@ def make_conv_func(a_shape, consts: BinaryLayerConstants, geometry: ConvGeometry
     W = te.placeholder(consts.packed_weights.shape, "uint64", "W")
     phi = te.placeholder(consts.phi.shape, "float32", "phi")
     args = [A, W, phi]
-    base = None
-    if consts.bottom is not None:
-        base = tuple(te.placeholder(a.shape, str(a.dtype), name)
-                     for a, name in zip(consts.bottom.arrays, ("base_table", "row_class", "col_class")))
-        args += list(base)
+    base = te.placeholder(consts.base_table.shape, "float32", "base_table") if consts.base_table is not None else None
+    args += [base] if base is not None else []
     out = bitserial_conv2d(A, W, phi, geometry, base)
     return _prim_func(args, out, OP_PATTERN_OUT_ELEMWISE_FUSABLE, "bitserial_conv2d")
 
@@ -242,10 +228,10 @@ class BinaryLayerRewriter(PyExprMutator):
         a_shape = tuple(int(s) for s in packed.ty.shape)
         geometry = ConvGeometry(match.stride, match.pad, int(match.weight.shape[2]))
         key = ("conv", a_shape, consts.packed_weights.shape, consts.phi.shape, geometry,
-               None if consts.bottom is None else consts.bottom.table.shape)
+               None if consts.base_table is None else consts.base_table.shape)
         gv, out_shape = self._global(key, lambda: make_conv_func(a_shape, consts, geometry), "pa_bitserial_conv2d")
         args = [packed, relax.const(consts.packed_weights), relax.const(consts.phi)]
-        args += [relax.const(c) for c in (consts.bottom.arrays if consts.bottom is not None else [])]
+        args += [relax.const(consts.base_table)] if consts.base_table is not None else []
         y = relax.call_tir(gv, args, relax.TensorType(out_shape, "float32"))
         if match.kind == "dense":
             y = relax.op.reshape(self.builder_.emit(y), (out_shape[0], out_shape[1]))

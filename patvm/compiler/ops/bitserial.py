@@ -1,14 +1,15 @@
 """The bit-serial conv2d (dense is its 1x1 case), AND + popcount with combined scales (eq. 19).
 
     y[n,o,oh,ow] = sum_{i,j} phi[i,j] * sum_{kh,kw,cw} popcount(A[n, oh*s+kh-p, ow*s+kw-p, j, cw] & W[kh,kw,i,cw,o])
-                 + base_table[o, row_class[oh], col_class[ow]]                      (bottom level a0 != 0)
+                 + base_table[clip(oh), clip(ow), o]                                (bottom level a0 != 0)
 
 phi[i,j] = s_i * d_j (weight plane scale x activation plane step). A weight offset w0 != 0 (ABC-Net's
 {-1,+1} bases) is one more weight plane, all ones, with scale w0: its counts are the window counts of the
 activation planes, computed in the same register-blocked loop as the others. The bottom-level term
-sum_{kh,kw inside the image} sum_c a0[c] W_bar[o,c,kh,kw] depends only on how far a window reaches into
-the padding, so it is a compile-time table per border class of rows and columns (interior positions share
-one class). Padded positions hold 0 bits, and the table only counts positions inside the image, so zero
+sum_{kh,kw inside the image} sum_c a0[c] W_bar[o,c,kh,kw] depends only on how many kernel taps a window
+has in the padding at each side, clip(oh) = (max(0, p - oh*s), max(0, oh*s - p + k - H)) and the same for
+ow, so it is a compile-time table indexed by those four counts (interior positions: all 0). The counts are
+computed from the output position, never read from memory: any input keeps the reads in bounds. Padded positions hold 0 bits, and the table only counts positions inside the image, so zero
 padding is exact also when 0 is not an activation level (ABC-Net). See patvm.approx.planes for the
 derivation.
 
@@ -37,26 +38,25 @@ class ConvGeometry:
         return (size + 2 * self.pad - self.kernel) // self.stride + 1
 
 
-def border_classes(size: int, geometry: ConvGeometry) -> tuple[list[int], list[tuple[int, int]]]:
-    """For each output row (or column): the index of its class, and the classes as (kernel taps clipped
-    at the start, at the end). Interior outputs, whose window lies inside the image, are class (0, 0)."""
+def clipped_taps(size: int, geometry: ConvGeometry) -> tuple[int, int]:
+    """The most kernel taps any output's window has in the padding before and after the image."""
     k, s, p = geometry.kernel, geometry.stride, geometry.pad
-    clipped = [(max(0, p - o * s), max(0, o * s - p + k - size)) for o in range(geometry.out_size(size))]
-    classes = sorted(set(clipped))
-    return [classes.index(c) for c in clipped], classes
+    outputs = range(geometry.out_size(size))
+    return max(max(0, p - o * s) for o in outputs), max(max(0, o * s - p + k - size) for o in outputs)
 
 
 def bitserial_conv2d(A: te.Tensor, Wp: te.Tensor, phi: te.Tensor, geometry: ConvGeometry,
-                     base: tuple[te.Tensor, te.Tensor, te.Tensor] | None = None) -> te.Tensor:
+                     base_table: te.Tensor | None = None) -> te.Tensor:
     """A [N,H,W,NA,CW] u64, Wp [K,K,NW,CW,O] u64, phi [NW,NA] f32 -> y [N,O,OH,OW] f32 (NCHW).
-    base: (base_table [O, R, C] f32, row_class [OH] i32, col_class [OW] i32), or None when a0 = 0."""
+    base_table [RA+1, RB+1, CA+1, CB+1, O] f32 (clipped_taps of rows, then columns), or None when a0 = 0."""
     n_, h_, w_, na, cw_ = (int(s) for s in A.shape)
     kh_, kw_, nw, _, o_ = (int(s) for s in Wp.shape)
     s, p = geometry.stride, geometry.pad
     oh_, ow_ = geometry.out_size(h_), geometry.out_size(w_)
     A_pad = topi.nn.pad(A, [0, p, p, 0, 0], [0, p, p, 0, 0], name="A_pad") if p else A
-    if base is not None:   # the class tables are read without bounds checks
-        assert (int(base[1].shape[0]), int(base[2].shape[0])) == (oh_, ow_), "border classes of another shape"
+    if base_table is not None:
+        want = [v + 1 for v in clipped_taps(h_, geometry) + clipped_taps(w_, geometry)] + [o_]
+        assert [int(d) for d in base_table.shape] == want, "a bottom-level table of another geometry"
 
     kh = te.reduce_axis((0, kh_), "kh")
     kw = te.reduce_axis((0, kw_), "kw")
@@ -78,11 +78,14 @@ def bitserial_conv2d(A: te.Tensor, Wp: te.Tensor, phi: te.Tensor, geometry: Conv
                                      axis=[i, j]),
         name=CONV_BLOCK)
 
+    def clipped(position, size):
+        first = position * s - p
+        return tvm.tirx.max(-first, 0), tvm.tirx.max(first + kh_ - size, 0)
+
     def output(n, o, oh, ow):
         y = conv[n, oh, ow, o]
-        if base is not None:
-            table, row_class, col_class = base
-            y = y + table[o, row_class[oh], col_class[ow]]
+        if base_table is not None:
+            y = y + base_table[(*clipped(oh, h_), *clipped(ow, w_), o)]
         return y
 
     return te.compute((n_, o_, oh_, ow_), output, name=OUTPUT_BLOCK)
