@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 NAME = "brevitas_models"
 MODELS = ["cnv-w1a1", "cnv-w2a2", "resnet-bin"]
@@ -38,6 +38,7 @@ def float_twin(model):
     """The canonical form of a QONNX model with every PAQuantize replaced by Identity: what the network
     computes without its activation quantizers, standard ONNX that onnxruntime runs."""
     import onnx
+
     from patvm.frontends.qonnx import to_canonical
     from patvm.onnx_format import paquantize
     twin = to_canonical(model, fold_batchnorm=False)     # BatchNorms stay BatchNorms in the twin
@@ -81,6 +82,7 @@ def build(name: str, quick: bool, work: Path) -> dict:
 def worker(args) -> dict:
     t, tag, settings = common.start_worker(args, NAME)
     import onnx
+
     import patvm
     from patvm.frontends.qonnx import reference_outputs
     rows = []

@@ -28,6 +28,8 @@ DEFAULT_OUT = HERE / "results"
 sys.path.insert(0, str(REPO))          # `python benchmarks/x.py` from a checkout without the editable install
 
 from patvm.files import atomic_path, atomic_write_bytes  # noqa: E402
+from patvm.host import default_file_mode, usable_cores  # noqa: E402
+from patvm.onnx_format.session import onnxruntime_session, session_options  # noqa: E402
 
 # the /proc/cpuinfo flags that matter for these kernels, in the order they are reported
 RELEVANT_FLAGS = ("popcnt", "sse4_2", "avx", "avx2", "fma", "bmi2", "avx512f", "avx512bw", "avx512vl",
@@ -70,10 +72,6 @@ def cpu_features() -> list[str]:
     return [f for f in RELEVANT_FLAGS if f in flags]
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _version(dist: str) -> str | None:
     try:
         return _md.version(dist)
@@ -111,7 +109,7 @@ def machine_description(argv: list[str] | None = None) -> dict:
         },
         "git_commit": _cmd_output(["git", "rev-parse", "--short", "HEAD"]),
         "git_dirty": bool(_cmd_output(["git", "status", "--porcelain", "--untracked-files=no"])),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in (argv if argv is not None else [sys.executable] + sys.argv)),
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
@@ -172,20 +170,17 @@ def tvm_timer(name: str, compiled, x) -> Timer:
 
 def ort_session(model_or_path, threads: int):
     import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
+    opts = session_options(threads)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
     # round-robin timing: onnxruntime's idle worker threads spin-wait by default and take the core the next
     # executor's parallel section needs (at 2 threads on 2 cores TVM's fp32 1x1 layer measured 4.0 ms next
     # to a spinning onnxruntime, 0.31 ms without). Cost: onnxruntime's own threads then sleep between its
     # parallel sections; on the 2-core VM its 3x3 layer took 2.86 ms at 2 threads against 2.51 ms at 1.
     # 1 thread is unaffected either way; 2-thread comparisons need more cores than threads (README caveats).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    data = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else os.fspath(model_or_path)
-    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    return onnxruntime_session(model_or_path, opts)
 
 
 def ort_int8_model(fp32_path, int8_path, input_name: str, input_shape, seed: int = 0, samples: int = 8) -> Path:
@@ -315,10 +310,8 @@ def _jsonable(obj):
 
 def _readable(path: Path) -> None:
     """atomic writes go through mkstemp (mode 0600): give results the usual umask mode."""
-    mask = os.umask(0)
-    os.umask(mask)
     try:
-        os.chmod(path, 0o666 & ~mask)
+        os.chmod(path, default_file_mode())
     except OSError:
         pass
 

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import interleaved, paired_ratio, summarize, tvm_timer  # noqa: E402
+from common import interleaved, paired_ratio, summarize, tvm_timer
 
 
 def main(argv=None) -> int:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 NAME = "layers"
 
@@ -245,7 +245,7 @@ def plot(data: dict, path: Path) -> None:
         layers = list(dict.fromkeys(r["layer"] for r in rows))
         schemes = list(dict.fromkeys(r["scheme"] for r in rows))
         series = [("ORT fp32", lambda r: r["ort_fp32_ms"]["median"]), ("TVM fp32", lambda r: r["tvm_fp32_ms"]["median"])]
-        series += [(f"bit-serial {s}", (lambda s: lambda r: r["bit_serial_ms"]["median"] if r["scheme"] == s else None)(s))
+        series += [(f"bit-serial {s}", (lambda s: lambda r: r["bit_serial_ms"]["median"] if r["scheme"] == s else None)(s))  # noqa: B023 - s is bound by the outer lambda
                    for s in schemes]
         ax = row_axes[0]
         width = 0.85 / len(series)

@@ -31,8 +31,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import layers  # noqa: E402
+import common
+import layers
 
 NAME = "neon_static"
 PRESETS = ("arm-a72", "arm-a76")

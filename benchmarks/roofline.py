@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 SOURCE = common.HERE / "roofline.c"
 NAME = "roofline"
@@ -79,7 +79,7 @@ def measure(threads: list[int], trials: int = 5, seconds: float = 0.4, tag: str 
         common.progress(f"built {len(paths)} kernels: {', '.join(paths)}", tag)
         for t in threads:
             entry = {"paths": {}}
-            for trial in range(trials):          # trials outermost: a burst of load hits one trial of each
+            for _trial in range(trials):         # trials outermost: a burst of load hits one trial of each
                 for p in paths:
                     entry["paths"].setdefault(p, {"unit": PATHS[p][3], "kind": PATHS[p][2], "trials": []})
                     entry["paths"][p]["trials"].append(run_once(exe, p, t, seconds))

@@ -10,7 +10,7 @@ from patvm.errors import InputError, ModelError, PatvmError
 __version__ = "0.1.0"
 
 
-def compile(model, target="host", tuning_db=None, strategy="auto"):  # noqa: A001 - the public name the issue asks for
+def compile(model, target="host", tuning_db=None, strategy="auto"):
     """Compile an ONNX PA model (path or ModelProto) for `target`; returns a CompiledModel.
 
     strategy "auto" picks bit-serial or dequantized fp32 per layer (see patvm.compiler.strategy);

@@ -57,14 +57,16 @@ def cmd_run(args) -> None:
              else patvm.compile(args.model, target=args.target, strategy=args.strategy))
     outputs = model.run(x)
     if args.output:
-        from patvm.files import atomic_write_bytes
         import io
+
+        from patvm.files import atomic_write_bytes
         buf = io.BytesIO()
         np.save(buf, outputs[0])
         atomic_write_bytes(args.output, buf.getvalue())
         print(f"wrote {args.output}")
     else:
-        print(f"output shape {list(outputs[0].shape)}, top-1 {np.argmax(outputs[0].reshape(outputs[0].shape[0], -1), 1).tolist()}")
+        top1 = np.argmax(outputs[0].reshape(outputs[0].shape[0], -1), 1).tolist()
+        print(f"output shape {list(outputs[0].shape)}, top-1 {top1}")
     if args.verify:
         onnx_path = args.verify_onnx or (args.model if args.model.endswith(".onnx") else None)
         if onnx_path is None:
@@ -84,7 +86,7 @@ def cmd_demo(args) -> None:
 
 
 def cmd_deploy(args) -> None:
-    from patvm.deploy import deploy_command
+    from patvm.deploy.command import deploy_command
     deploy_command(args)
 
 
@@ -131,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target", default="host")
     databases = c.add_mutually_exclusive_group()
     databases.add_argument("--tuning-db", default=None, metavar="DIR",
-                           help="a tuning database folder (default: the one in schedules/ made for this target, if any)")
+                           help="a tuning database folder (default: the one in schedules/ made for this target, "
+                                "if any)")
     databases.add_argument("--no-tuning-db", action="store_true",
                            help="no tuning database, not even a shipped one: patvm's hand schedules only")
     c.add_argument("-o", "--output", required=True)
@@ -145,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", required=True)
     r.add_argument("-o", "--output")
     r.add_argument("--target", default="host")
-    r.add_argument("--verify", action="store_true", help="compare with onnxruntime on the same ONNX (qonnx's executor for a QONNX model)")
+    r.add_argument("--verify", action="store_true",
+                   help="compare with onnxruntime on the same ONNX (qonnx's executor for a QONNX model)")
     r.add_argument("--onnx", dest="verify_onnx", help="the ONNX a .so was compiled from (for --verify)")
     r.add_argument("--strategy", default="auto", choices=["auto", "bit-serial", "fp32"])
     r.set_defaults(func=cmd_run)
@@ -164,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="download the aarch64 TVM runtime (pip, pinned versions) into the cache if missing")
     dp.add_argument("--runtime-dir", help="aarch64 runtime folder (default ~/.cache/patvm/aarch64-runtime/...)")
     dp.add_argument("--wheel-dir", help="with --fetch-runtime: take the aarch64 wheels from here (offline)")
+    dp.add_argument("--force", action="store_true",
+                    help="with --fetch-runtime: fetch it again even when the cached copy is complete")
     dp.add_argument("--build", action="store_true", help="cross-compile the runner (aarch64-linux-gnu-g++)")
     dp.add_argument("--run", metavar="INPUT.npy", help="run the module under qemu-aarch64 on this input")
     dp.add_argument("--verify", action="store_true", help="with --run: compare with onnxruntime")
@@ -184,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 def default_thread_count() -> None:
     """TVM's pool uses half the cores on x86 unless told: make runs and timings use all available ones."""
     import os
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    os.environ.setdefault("TVM_NUM_THREADS", str(cores))
+
+    from patvm.host import usable_cores
+    os.environ.setdefault("TVM_NUM_THREADS", str(usable_cores()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,11 +23,10 @@ def _median_ms(fn, runs: int) -> float:
 
 
 def run_demo(M: int = 2, N: int = 1, image_size: int = 224, runs: int = 20) -> None:
-    import onnxruntime as ort
-
     import patvm
     from patvm import zoo
     from patvm.onnx_format import save_model
+    from patvm.onnx_format.session import onnxruntime_session, session_options
     from patvm.verify import compare_outputs, onnxruntime_outputs
 
     threads = int(os.environ.get("TVM_NUM_THREADS", "0")) or None
@@ -58,10 +57,7 @@ def run_demo(M: int = 2, N: int = 1, image_size: int = 224, runs: int = 20) -> N
 
     print(f"[5/5] latency, batch 1, median of {runs} (TVM_NUM_THREADS={threads or 'unset'})", flush=True)
     x = xs[0]
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    sess = ort.InferenceSession(twin.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    sess = onnxruntime_session(twin, session_options(threads, quiet=False))
     t_patvm = float(np.median(compiled.time(x, number=1, repeat=runs, min_repeat_ms=0)))
     t_fp32 = _median_ms(lambda: sess.run(None, {"input": x}), runs)
     print(f"      patvm pa-resnet18 {t_patvm:.2f} ms | onnxruntime fp32 resnet18 {t_fp32:.2f} ms | "

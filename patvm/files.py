@@ -6,6 +6,8 @@ import contextlib
 import os
 import tempfile
 
+from patvm.host import default_file_mode
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
@@ -17,18 +19,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, _default_mode(path, tmp))  # mkstemp makes 0600; give the file what open() would
+        executable = bool(os.stat(tmp).st_mode & 0o100) or path.endswith(".so")
+        os.chmod(tmp, default_file_mode(executable))  # mkstemp makes 0600; give the file what open() would
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def _default_mode(path: str, tmp: str) -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    executable = os.stat(tmp).st_mode & 0o100 or path.endswith(".so")
-    return (0o777 if executable else 0o666) & ~umask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from patvm.errors import InputError, PatvmError
+from patvm.errors import InputError, PatvmError, last_line
 from patvm.files import atomic_path, atomic_write_bytes
 
 SIDECAR_SUFFIX = ".json"
@@ -45,7 +45,7 @@ class CompiledModel:
     def _vm(self):
         return self._thread_state().vm
 
-    def _thread_state(self) -> "_ThreadState":
+    def _thread_state(self) -> _ThreadState:
         """This thread's VM, its `main` and preallocated input tensors (a VM is not thread-safe)."""
         state = getattr(self._local, "state", None)
         if state is None:
@@ -132,8 +132,8 @@ class CompiledModel:
         with atomic_path(path, suffix=".so") as tmp:
             try:
                 self.module.export_library(tmp, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - a missing cross compiler, a full disk, ...
-                raise PatvmError(f"cannot export {path}: {str(exc).strip().splitlines()[-1][:200]}") from exc
+            except Exception as exc:  # a missing cross compiler, a full disk, ...
+                raise PatvmError(f"cannot export {path}: {last_line(exc, 200)}") from exc
         meta = {"format": "patvm-module-1", "target": self.target_name, "family": self.family,
                 "inputs": self.inputs, "layers": self.layers, "schedules": self.schedules,
                 "weight_codes": self.weight_codes}
@@ -144,8 +144,12 @@ class CompiledModel:
         return sum(int(layer.get("packed_weight_bytes") or 0) for layer in self.layers)
 
     def report(self) -> str:
-        rows = [f"target {self.target_name}" + (f", compiled in {self.compile_seconds:.1f} s" if self.compile_seconds else "")]
-        header = f"{'#':>3} {'op':6} {'strategy':10} {'M':>2} {'N':>2} {'input':>18} {'weight':>18} {'packed B':>9} {'fp32 B':>9}  note"
+        rows = [
+            f"target {self.target_name}"
+            + (f", compiled in {self.compile_seconds:.1f} s" if self.compile_seconds else "")
+        ]
+        header = (f"{'#':>3} {'op':6} {'strategy':10} {'M':>2} {'N':>2} {'input':>18} {'weight':>18} "
+                  f"{'packed B':>9} {'fp32 B':>9}  note")
         rows.append(header)
         rows.append("-" * len(header))
         for layer in self.layers:
@@ -205,8 +209,8 @@ def load_module(path: str | os.PathLike) -> CompiledModel:
         raise PatvmError(f"{sidecar} is not a patvm module description") from exc
     try:
         module = tvm.runtime.load_module(os.path.abspath(path))
-    except Exception as exc:  # noqa: BLE001 - TVM raises its own error types for unloadable files
-        raise PatvmError(f"cannot load {path}: {str(exc).strip().splitlines()[-1][:200]}") from exc
+    except Exception as exc:  # TVM raises its own error types for unloadable files
+        raise PatvmError(f"cannot load {path}: {last_line(exc, 200)}") from exc
     return CompiledModel(module, meta["target"], meta["family"], meta["inputs"], meta["layers"],
                          schedules=meta.get("schedules"), weight_codes=bool(meta.get("weight_codes")))
 

@@ -33,11 +33,10 @@ import os
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from patvm.approx.planes import decompose_weights
-from patvm.errors import ModelError, PatvmError, require
+from patvm.errors import ModelError, PatvmError, first_line, require
 from patvm.onnx_format import is_paquantize
 
 BITS_PER_REAL = 32
@@ -49,25 +48,14 @@ SMALL_CONSTANT = 64   # initializers up to this size stay in the shape-inference
 
 
 # ---- loading
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def load_checked(path: str | os.PathLike) -> onnx.ModelProto:
-    """Load an ONNX file and run the full checker; ModelError with one line if anything is wrong."""
+    """Load an ONNX file through patvm's safe loader (patvm.onnx_format.validate.load_model: file, protobuf,
+    tensors, external data, the full ONNX checker), as every other command does; ModelError with one line if
+    anything is wrong."""
+    from patvm.onnx_format.validate import load_model
     path = os.fspath(path)
-    try:
-        model = onnx.load(path)
-    except OSError as exc:
-        raise ModelError(f"cannot read {path}: {exc.strerror or _first_line(exc)}") from exc
-    except (DecodeError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"{path} is not an ONNX model ({_first_line(exc)})") from exc
+    model = load_model(path)
     require(len(model.graph.node) > 0, f"{path} is not an ONNX model (no graph nodes)", ModelError)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, RuntimeError) as exc:
-        raise ModelError(f"{path} fails the ONNX checker: {_first_line(exc)}") from exc
     return model
 
 
@@ -104,7 +92,7 @@ def infer_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     try:
         inferred = onnx.shape_inference.infer_shapes(light, data_prop=True).graph
     except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
-        raise ModelError(f"stats: shape inference failed: {_first_line(exc)}") from exc
+        raise ModelError(f"stats: shape inference failed: {first_line(exc)}") from exc
     shapes = {}
     for vi in (*inferred.input, *inferred.value_info, *inferred.output):
         dims = _dims(vi)

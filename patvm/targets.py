@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from patvm.data import data_dir
 from patvm.errors import PatvmError
+from patvm.host import usable_cores
 
 PRESET_DIR = data_dir("targets")
 
@@ -78,7 +78,7 @@ def cuda_available() -> bool:
 
 def host_spec() -> TargetSpec:
     import platform
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     family = "x86" if platform.machine() == "x86_64" else "arm" if platform.machine() in ("aarch64", "arm64") else "cpu"
     target = {"kind": "llvm", "mcpu": host_cpu(), "num-cores": cores}
     if family == "arm":
@@ -131,3 +131,16 @@ def resolve_target(spec) -> TargetSpec:
     if not path.is_file():
         raise PatvmError(f"unknown target '{spec}'; known: {', '.join(list_presets())}")
     return _from_preset(spec, json.loads(path.read_text()))
+
+
+def target_key(target) -> dict:
+    """The parts of a target that decide code generation (not num-cores / tags): what a tuning record and
+    a shipped database are matched on. `target`: a TargetSpec, preset name, JSON string or target dict."""
+    if not isinstance(target, dict):
+        target = resolve_target(target).target
+    keep = {}
+    for name in ("kind", "mcpu", "mtriple", "mattr", "arch"):
+        if target.get(name) not in (None, "", []):
+            value = target[name]
+            keep[name] = sorted(value) if isinstance(value, list) else value
+    return keep

@@ -6,6 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# the float tolerance rule (`patvm run --verify`, the fuzzer's float graphs): an element is off when it
+# differs from the reference by more than TOLERANCE of the reference output's range
+TOLERANCE = 1e-3
+
+
+def fraction_off(diff: np.ndarray, span: float) -> float:
+    """The fraction of elements whose |difference| `diff` exceeds TOLERANCE of the output range `span`."""
+    return float(np.mean(diff > TOLERANCE * span))
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -22,14 +31,9 @@ class Comparison:
 
 
 def onnxruntime_outputs(model_or_path, inputs: dict) -> list[np.ndarray]:
-    import onnxruntime as ort
-
+    from patvm.onnx_format.session import onnxruntime_session
     from patvm.onnx_format.validate import load_model
-    model = load_model(model_or_path)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return sess.run(None, inputs)
+    return onnxruntime_session(load_model(model_or_path)).run(None, inputs)
 
 
 def reference_name(model) -> str:
@@ -52,11 +56,12 @@ def compare_outputs(got: np.ndarray, want: np.ndarray, reference: str = "onnxrun
     diff = np.abs(got - want)
     batch = want.shape[0] if want.ndim > 1 else 1
     top1 = np.mean(np.argmax(got.reshape(batch, -1), 1) == np.argmax(want.reshape(batch, -1), 1))
-    return Comparison(float(diff.max()) if diff.size else 0.0, span, float(np.mean(diff > 1e-3 * span)), float(top1),
-                      reference)
+    return Comparison(float(diff.max()) if diff.size else 0.0, span, fraction_off(diff, span), float(top1), reference)
 
 
-def compare_with_onnxruntime(model_or_path, x: np.ndarray, output: np.ndarray, input_name: str | None = None) -> Comparison:
+def compare_with_onnxruntime(
+    model_or_path, x: np.ndarray, output: np.ndarray, input_name: str | None = None
+) -> Comparison:
     from patvm.compiler.importer import graph_inputs
     from patvm.onnx_format.validate import load_model
     model = load_model(model_or_path)

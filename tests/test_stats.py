@@ -138,9 +138,9 @@ def test_cli_stats_table(small_model_path, capsys):
 
 
 @pytest.mark.parametrize("content,message", [
-    (None, "cannot read"),
-    (b"definitely not protobuf", "is not an ONNX model"),
-    (b"", "is not an ONNX model"),
+    (None, "no such file"),
+    (b"definitely not protobuf", "not an ONNX protobuf file"),
+    (b"", "file is empty"),
 ])
 def test_load_checked_unreadable(tmp_path, capsys, content, message):
     path = tmp_path / "model.onnx"

@@ -45,10 +45,6 @@ class WeightPlanes:
         return self.offset + np.tensordot(self.scales, self.planes.astype(np.float64), axes=1)
 
 
-def distinct_weight_values(w_bar: np.ndarray) -> np.ndarray:
-    return np.unique(np.asarray(w_bar, np.float32))
-
-
 def _subset_sum_generators(diffs: np.ndarray, tol: float) -> list[float] | None:
     """Generators g with {sum of subsets of g} == {0} + diffs (sorted, distinct), or None."""
     generators, reachable = [], np.zeros(1)

@@ -1,7 +1,8 @@
 """Phase 4b, build: Relax legalisation and fusion, schedules, and `tvm.compile` for the target.
 
 The same `prepare_passes` run before tuning-task extraction and before the build, so MetaSchedule
-records (keyed by the structural hash of the fused PrimFuncs) are found (see the field notes' pitfall).
+records (keyed by the structural hash of the fused PrimFuncs) are found: tasks cut from the unprepared
+module would hash differently and their records would never apply, without an error.
 """
 from __future__ import annotations
 
@@ -78,6 +79,29 @@ def kernel_names(mod: tvm.IRModule, scheduled: bool | None = None) -> list[str]:
                   if isinstance(func, tvm.tirx.PrimFunc) and scheduled in (None, is_scheduled(func)))
 
 
+def vm_lowering_passes(spec: TargetSpec) -> list:
+    """TVM's passes from a legalised, fused, scheduled Relax module to VM code: on CPUs tvm.compile's
+    default pipeline without its LegalizeOps (prepare_passes legalised everything already); on CUDA
+    TVM's CUDA pipeline whole (its legalisation and DLight fallback schedules see patvm's fused module,
+    as they always did)."""
+    if spec.family == "cuda":
+        return [relax.get_default_pipeline(spec.tvm_target())]
+    t = relax.transform
+    return [
+        relax.backend.DispatchSampling(), relax.backend.DispatchSortScan(),
+        t.RewriteDataflowReshape(), t.ToNonDataflow(), t.RemovePurityChecking(), t.CallTIRRewrite(),
+        t.StaticPlanBlockMemory(), t.RewriteCUDAGraph(), t.LowerAllocTensor(), t.KillAfterLastUse(),
+        t.LowerRuntimeBuiltin(), t.ComputePrimValue(), t.VMShapeLower(), t.AttachGlobalSymbol(),
+    ]
+
+
+def relax_pipeline(spec: TargetSpec) -> tvm.transform.Pass:
+    """What tvm.compile runs on a prepared module (after the tuning records): patvm's hand schedules for the
+    target family, then TVM's lowering to the VM."""
+    return tvm.transform.Sequential([schedule_pass(spec.family), *vm_lowering_passes(spec)],
+                                    name="patvm_relax_pipeline")
+
+
 def build(mod: tvm.IRModule, spec: TargetSpec, database=None):
     """Prepared module -> (tvm Executable, {"kernels": n, "tuned": [names]}). Tuned records first, then
     the hand schedules; "tuned" names the kernels whose record the database held (checked, not assumed)."""
@@ -86,5 +110,4 @@ def build(mod: tvm.IRModule, spec: TargetSpec, database=None):
         mod = apply_tuning_database(mod, spec, database)
         schedules["tuned"] = kernel_names(main_kernels(mod), scheduled=True)
     with spec.tvm_target():  # also for tvm.compile: nvcc must build for the preset's arch, not the local GPU
-        mod = schedule_pass(spec.family)(mod)
-        return tvm.compile(mod, target=spec.tvm_target()), schedules
+        return tvm.compile(mod, target=spec.tvm_target(), relax_pipeline=relax_pipeline(spec)), schedules

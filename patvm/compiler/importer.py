@@ -22,7 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from patvm.approx.staircase import Staircase, broadcast_per_channel
-from patvm.errors import ModelError, PatvmError, require
+from patvm.errors import ModelError, PatvmError, first_line, last_line, require
 from patvm.frontends import qonnx as qonnx_frontend
 from patvm.onnx_format import paquantize
 from patvm.onnx_format.validate import load_model, value_ranks
@@ -53,8 +53,8 @@ def graph_inputs(model: onnx.ModelProto) -> list[GraphInput]:
 def _value_ranks(model: onnx.ModelProto) -> dict[str, int]:
     try:
         return value_ranks(model)
-    except Exception as exc:  # noqa: BLE001 - onnx raises several types; all mean "cannot infer"
-        raise ModelError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from exc
+    except Exception as exc:  # onnx raises several types; all mean "cannot infer"
+        raise ModelError(f"ONNX shape inference failed: {first_line(exc)}") from exc
 
 
 def quantizer_staircase(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> Staircase:
@@ -131,7 +131,7 @@ def canonicalize_quantizers(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def import_model(model_or_path) -> tuple["tvm.IRModule", onnx.ModelProto, list[GraphInput]]:  # noqa: F821
+def import_model(model_or_path) -> tuple[tvm.IRModule, onnx.ModelProto, list[GraphInput]]:  # noqa: F821
     """Load, check and convert. Returns (Relax module, the checked ONNX model, its inputs)."""
     from tvm.relax.frontend.onnx import from_onnx
 
@@ -142,6 +142,6 @@ def import_model(model_or_path) -> tuple["tvm.IRModule", onnx.ModelProto, list[G
     canonical = canonicalize_quantizers(model)
     try:
         mod = from_onnx(canonical, keep_params_in_input=False)
-    except Exception as exc:  # noqa: BLE001 - the frontend raises assorted errors for unsupported graphs
-        raise ModelError(f"TVM's ONNX importer refused the model: {str(exc).strip().splitlines()[-1][:300]}") from exc
+    except Exception as exc:  # the frontend raises assorted errors for unsupported graphs
+        raise ModelError(f"TVM's ONNX importer refused the model: {last_line(exc, 300)}") from exc
     return mod, model, inputs

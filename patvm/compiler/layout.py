@@ -36,7 +36,7 @@ def desired_layouts(call: relax.Call) -> dict[str, list[str]]:
     return {"relax.nn.conv2d": [data, kernel]}
 
 
-def blocked_layout_pass() -> "tvm.transform.Pass":  # noqa: F821
+def blocked_layout_pass() -> tvm.transform.Pass:  # noqa: F821
     return relax.transform.ConvertLayout({}, desired_layouts)
 
 

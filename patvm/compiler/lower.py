@@ -28,6 +28,7 @@ from patvm.compiler.ops.bitserial import ConvGeometry, bitserial_conv2d, clipped
 from patvm.compiler.ops.packing import pack_activation_planes, pack_weight_planes
 from patvm.compiler.strategy import StrategyPolicy
 from patvm.compiler.weight_codes import CODES_FUNCTION, WeightCodes, encode_weights, expand_weight_codes
+from patvm.compiler.workload import WorkloadKey
 
 OP_PATTERN_OUT_ELEMWISE_FUSABLE = 4
 OP_PATTERN_OPAQUE = 8
@@ -110,7 +111,12 @@ def binary_layer_constants(match: LayerMatch) -> BinaryLayerConstants:
 
 def _prim_func(args: list[te.Tensor], out: te.Tensor, pattern: int, kernel: str):
     """(PrimFunc, output shape) with patvm's attributes."""
-    func = te.create_prim_func(args + [out], index_dtype_override="int64").without_attr("global_symbol").with_attr("op_pattern", pattern).with_attr(PATVM_KERNEL_ATTR, kernel)
+    func = (
+        te.create_prim_func(args + [out], index_dtype_override="int64")
+        .without_attr("global_symbol")
+        .with_attr("op_pattern", pattern)
+        .with_attr(PATVM_KERNEL_ATTR, kernel)
+    )
     return func, [int(s) for s in out.shape]
 
 
@@ -169,7 +175,7 @@ class BinaryLayerRewriter(PyExprMutator):
                 relax.call_tir(gv, [x4, relax.const(thresholds)], relax.TensorType(out, "uint64")))
         return self._packed[key]
 
-    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 - TVM's visitor name
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
         if not isinstance(call.op, tvm.ir.Op) or call.op.name not in ("relax.nn.conv2d", "relax.matmul"):
             return call
@@ -236,9 +242,9 @@ class BinaryLayerRewriter(PyExprMutator):
 
 
 def workload_key(match: LayerMatch) -> str:
-    """A layer's identity for measured strategy choices: kind, shapes, geometry, plane counts."""
-    return (f"{match.kind}:x{list(static_shape(match.x))}:w{list(match.weight.shape)}:s{match.stride}:p{match.pad}:"
-            f"values{len(np.unique(match.weight))}:N{match.staircase.N}")
+    """A layer's identity for measured strategy choices (patvm.compiler.workload), in its string form."""
+    return str(WorkloadKey(match.kind, static_shape(match.x), tuple(int(d) for d in match.weight.shape),
+                           match.stride, match.pad, len(np.unique(match.weight)), match.staircase.N))
 
 
 def lower_binary_layers(mod: tvm.IRModule, policy: StrategyPolicy | None = None
@@ -259,3 +265,17 @@ def lower_binary_layers(mod: tvm.IRModule, policy: StrategyPolicy | None = None
         codes = relax.Tuple([relax.const(c.words) for _, c in rewriter.code_params])
         new_mod[CODES_FUNCTION] = relax.Function([], codes).with_attr("global_symbol", CODES_FUNCTION)
     return new_mod, rewriter.reports
+
+
+@tvm.transform.module_pass(opt_level=0, name="patvm.LowerBinaryLayers")
+class LowerBinaryLayers:
+    """Phase 3 as a Relax module pass (`lower_binary_layers`); after it has run, `.reports` holds the
+    per-layer report of the module it rewrote."""
+
+    def __init__(self, policy: StrategyPolicy | None = None):
+        self.policy = policy
+        self.reports: list[LayerReport] = []
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        mod, self.reports = lower_binary_layers(mod, self.policy)
+        return mod

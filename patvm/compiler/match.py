@@ -6,8 +6,8 @@ reason it stays on TVM's fp32 path (recorded in the report; never an error, neve
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from tvm import relax
@@ -54,7 +54,6 @@ class LayerMatch:
     stride: int = 1
     pad: int = 0
     reason: str | None = None       # why it stays fp32, None when bit-serial
-    extra: dict = field(default_factory=dict)
 
 
 def _staircase_from(captures) -> Staircase:
@@ -87,7 +86,9 @@ def check_weight(weight: np.ndarray) -> str | None:
     return None
 
 
-def check_conv2d(match: LayerMatch) -> str | None:
+def check_conv2d_and_set_geometry(match: LayerMatch) -> str | None:
+    """Why the conv stays fp32, or None; on the way sets `match.stride` and `match.pad` (once they are known
+    to be one stride and one symmetric pad)."""
     attrs = match.call.attrs
     if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
         return f"layout {attrs.data_layout}/{attrs.kernel_layout}"
@@ -135,7 +136,7 @@ def _dense_weight(call: relax.Call) -> np.ndarray:
 
 # The pattern table: name -> (pattern factory, weight extractor, check). One place registers them all.
 PATTERN_TABLE: dict[str, tuple[Callable, Callable, Callable]] = {
-    "conv2d": (conv2d_pattern, _conv_weight, check_conv2d),
+    "conv2d": (conv2d_pattern, _conv_weight, check_conv2d_and_set_geometry),
     "dense": (dense_pattern, _dense_weight, check_dense),
 }
 

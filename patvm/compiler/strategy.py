@@ -8,8 +8,8 @@ W * A < 64 * (popcount words/s) / (fp32 MACs/s) -- the target's `bitserial_max_p
 The x86 crossovers below are set from benchmarks/layers.py on an AVX2-only AMD EPYC (busy machine, 1 thread):
 bit-serial (M,N)=(2,2) ran 1.15-1.7x faster than onnxruntime fp32 on ResNet18's 3x3 layers, and TVM's own
 fp32 conv (what the fall-back runs) 1.5x slower than onnxruntime, which puts the break-even near 8 plane pairs;
-the field notes' AVX-512 VPOPCNTDQ peaks (1.15 T bit-MAC/s vs 108 G fp32 MAC/s per core) give ~10. ARM and
-CUDA values are estimates. `patvm tune` replaces the estimate by measurements per layer.
+AVX-512 VPOPCNTDQ peaks measured on a Sapphire Rapids Xeon (1.15 T bit-MAC/s vs 108 G fp32 MAC/s per
+core) give ~10. ARM and CUDA values are estimates. `patvm tune` replaces the estimate by measurements per layer.
 """
 from __future__ import annotations
 
@@ -45,24 +45,3 @@ def default_policy(spec, mode: str = "auto", measured: dict | None = None) -> St
     limit = spec.extra.get("bitserial_max_plane_pairs") if spec.extra else None
     return StrategyPolicy(mode, int(limit or DEFAULT_MAX_PLANE_PAIRS.get(spec.family, 8)), measured)
 
-
-STRATEGY_FILE = "strategies.json"
-
-
-def read_strategies(db_dir) -> dict | None:
-    """Measured per-layer choices that `patvm tune` wrote beside its database, if any."""
-    import json
-    import os
-
-    from patvm.errors import PatvmError
-    path = os.path.join(os.fspath(db_dir), STRATEGY_FILE)
-    if not os.path.isfile(path):
-        return None
-    try:
-        data = json.loads(open(path).read())
-    except ValueError as exc:
-        raise PatvmError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or not all(isinstance(v, dict) and v.get("strategy") in ("bit-serial", "fp32")
-                                             for v in data.values()):
-        raise PatvmError(f"{path}: expected {{workload: {{'strategy': 'bit-serial'|'fp32', ...}}}}")
-    return data

@@ -102,7 +102,8 @@ def first_difference(probe: Probe, got: np.ndarray) -> str | None:
     if got.dtype != np.float32:
         return f"returns {got.dtype} instead of float32"
     if got.shape != want.shape:
-        return f"returns shape {list(got.shape)} for an input of shape {list(probe.x.shape)} (expected {list(want.shape)})"
+        return (f"returns shape {list(got.shape)} for an input of shape {list(probe.x.shape)} "
+                f"(expected {list(want.shape)})")
     same = (got == want) | (np.isnan(got) & np.isnan(want))
     if same.all():
         return None
@@ -114,23 +115,18 @@ def first_difference(probe: Probe, got: np.ndarray) -> str | None:
 
 def function_problem(model: onnx.ModelProto, uses: list[QuantizerUse]) -> str | None:
     """None when the model's PAQuantize function computes the definition on every node's probe."""
-    import onnxruntime as ort
-
-    from patvm.onnx_format.validate import first_line
+    from patvm.onnx_format.messages import printable_first_line
+    from patvm.onnx_format.session import onnxruntime_session, session_options
     checks = probes(uses)
     if not checks:
         return None
     name = f"the model's {paquantize.DOMAIN}::{paquantize.OP_TYPE} function"
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1
     serialized = probe_model(model, checks).SerializeToString()
     try:
-        session = ort.InferenceSession(serialized, options,
-                                       providers=["CPUExecutionProvider"])
+        session = onnxruntime_session(serialized, session_options(threads=1))
         results = session.run(None, {f"x{i}": probe.x for i, probe in enumerate(checks)})
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        return f"{name} does not run in onnxruntime on the nodes' tables: {first_line(exc)}"
+        return f"{name} does not run in onnxruntime on the nodes' tables: {printable_first_line(exc)}"
     for probe, got in zip(checks, results):
         difference = first_difference(probe, np.asarray(got))
         if difference is not None:

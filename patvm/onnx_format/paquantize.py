@@ -38,7 +38,9 @@ def paquantize_function() -> onnx.FunctionProto:
         helper.make_node("Shape", ["X"], ["xshape"]),
         helper.make_node("Shape", ["xshape"], ["xrank"]),
         helper.make_node("Sub", ["xrank", "two"], ["nones"]),
-        helper.make_node("ConstantOfShape", ["nones"], ["ones"], value=numpy_helper.from_array(np.array([1], np.int64))),
+        helper.make_node(
+            "ConstantOfShape", ["nones"], ["ones"], value=numpy_helper.from_array(np.array([1], np.int64))
+        ),
         helper.make_node("Concat", ["neg1", "ones"], ["lead"], axis=0),
         # thresholds -> [C', N] -> broadcast form
         helper.make_node("Shape", ["thresholds"], ["tshape"]),

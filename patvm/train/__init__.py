@@ -15,8 +15,16 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from patvm.train.convert import calibrate_activation_quantizers, to_multibinary
 from patvm.train.export import export_onnx
 from patvm.train.layers import ABCConv2d, ABCLinear, PAConv2d, PALinear, QuantConv2d, QuantLinear
-from patvm.train.quantizers import (ABCActivationQuantizer, ABCWeightQuantizer, PAActivationQuantizer, PAQuantizer,
-                                    PAWeightQuantizer, Quantizer, StaircaseQuantizer, WeightQuantizer)
+from patvm.train.quantizers import (
+    ABCActivationQuantizer,
+    ABCWeightQuantizer,
+    PAActivationQuantizer,
+    PAQuantizer,
+    PAWeightQuantizer,
+    Quantizer,
+    StaircaseQuantizer,
+    WeightQuantizer,
+)
 
 __all__ = [
     "ABCActivationQuantizer", "ABCConv2d", "ABCLinear", "ABCWeightQuantizer", "PAActivationQuantizer", "PAConv2d",

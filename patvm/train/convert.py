@@ -14,8 +14,13 @@ from torch import nn
 
 from patvm.errors import require
 from patvm.train.layers import ABCConv2d, PAConv2d, QuantConv2d
-from patvm.train.quantizers import (ABCActivationQuantizer, ABCWeightQuantizer, PAActivationQuantizer,
-                                    PAWeightQuantizer, StaircaseQuantizer)
+from patvm.train.quantizers import (
+    ABCActivationQuantizer,
+    ABCWeightQuantizer,
+    PAActivationQuantizer,
+    PAWeightQuantizer,
+    StaircaseQuantizer,
+)
 
 FAMILIES = {
     "pa": (PAConv2d, PAActivationQuantizer, PAWeightQuantizer),
@@ -59,7 +64,7 @@ def calibrate_activation_quantizers(model: nn.Module, x: torch.Tensor) -> int:
     try:
         for quantizer in quantizers:
             seen = []
-            hook = quantizer.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+            hook = quantizer.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))  # noqa: B023 - the hook runs in this iteration
             try:
                 model(x)
             finally:

@@ -54,10 +54,10 @@ def add_tune_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_tune(args) -> None:
-    from patvm.tuning import database
+    from patvm.tuning import database, export
 
     if args.repair:
-        problems = database.repair_database(args.db)
+        problems = export.repair_database(args.db)
         for problem in problems:
             print(f"quarantined {problem.message()}")
         print(f"{args.db}: {len(problems)} broken line(s) moved to {args.db}/{database.QUARANTINE_DIR}/"
@@ -92,7 +92,7 @@ def run_tune(args) -> None:
             os._exit(130)
         print(json.dumps(report.as_dict()) if args.json else report.table())
     if args.export_best:
-        result = database.export_best(args.db, args.export_best)
+        result = export.export_best(args.db, args.export_best)
         print(f"wrote {args.export_best}: best records of {result['workloads']} kernel(s) "
               f"({result['updated']} new or faster)")
 

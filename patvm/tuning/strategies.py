@@ -1,46 +1,41 @@
 """Measured per-layer strategy choice: bit-serial or the dequantized fp32 conv, whichever runs faster.
 
-For every binary-layer workload of a model (patvm.compiler.lower.workload_key: kind, shapes, geometry,
+For every binary-layer workload of a model (patvm.compiler.workload.WorkloadKey: kind, shapes, geometry,
 number of weight values, N) a stand-in layer with the same shapes and plane counts is compiled both ways
 and timed alternately (A B A B); the faster wins. The choices go to DB/strategies.json, which
-`patvm compile --tuning-db DB` and `patvm tune` read (patvm.compiler.strategy.read_strategies).
+`patvm compile --tuning-db DB` and `patvm tune` read (patvm.records.read_strategies).
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 
 import numpy as np
 
-from patvm.compiler.strategy import STRATEGY_FILE, StrategyPolicy, read_strategies
+from patvm.compiler.strategy import StrategyPolicy
+from patvm.compiler.workload import WorkloadKey
 from patvm.files import atomic_write_bytes
-
-_KEY = re.compile(r"(?P<kind>\w+):x\[(?P<x>[\d, ]+)\]:w\[(?P<w>[\d, ]+)\]:s(?P<s>\d+):p(?P<p>\d+):"
-                  r"values(?P<values>\d+):N(?P<N>\d+)")
+from patvm.records import STRATEGY_FILE, read_strategies
 
 
 def stand_in_layer(workload: str):
     """A PA-ONNX layer with the workload's shapes and plane counts (values do not change the timing)."""
     from patvm.approx import Staircase
     from patvm.onnx_format import GraphWriter
-    m = _KEY.fullmatch(workload)
-    if m is None:
-        raise ValueError(f"not a workload key: {workload}")
-    x_shape = [int(v) for v in m["x"].split(",")]
-    w_shape = [int(v) for v in m["w"].split(",")]
-    n, values = int(m["N"]), int(m["values"])
+    key = WorkloadKey.parse(workload)
+    x_shape, w_shape = list(key.x_shape), list(key.w_shape)
+    n, values = key.N, key.values
     rng = np.random.default_rng(0)
     g = GraphWriter("stand-in")
     x = g.input("x", x_shape)
     q = g.pa_quantize(x, Staircase(np.linspace(-1, 1, n).astype(np.float32),
                                    np.linspace(0, 1, n + 1).astype(np.float32)))
     weights = rng.choice(np.linspace(-1, 1, values).astype(np.float32), size=w_shape)
-    if m["kind"] == "dense":
+    if key.kind == "dense":
         g.output(g.gemm(q, weights[:, :, 0, 0]))
     else:
-        g.output(g.conv(q, weights, stride=int(m["s"]), pad=int(m["p"])))
+        g.output(g.conv(q, weights, stride=key.stride, pad=key.pad))
     return g.model(), rng.standard_normal(x_shape).astype(np.float32)
 
 

@@ -1,9 +1,10 @@
 """Tuning tasks: the PrimFuncs of a model as the build will see them.
 
-The module is made exactly as `patvm compile` makes it -- `patvm.compiler.pipeline.frontend` then
-`patvm.compiler.build.prepare` (legalise, annotate, fold, fuse) -- so each task's IRModule is structurally
-equal to what `MetaScheduleApplyDatabase` looks up at build time. Tuning the raw module instead finds
-nothing at build time, silently (the field notes' pitfall).
+The module is made by the pipeline `patvm compile` uses -- `patvm.compiler.pipeline.Pipeline.prepared`:
+the frontend, then `patvm.compiler.build.prepare` (legalise, annotate, fold, fuse) -- so each task's
+IRModule is structurally equal to what `MetaScheduleApplyDatabase` looks up at build time. Tuning the raw
+module instead finds nothing at build time, silently: `extract_tasks` neither legalises nor fuses, the
+build does, and `AnnotateTIROpPattern` alone changes the structural hash the records are keyed by.
 """
 from __future__ import annotations
 
@@ -25,19 +26,11 @@ class TuningTask:
 
 
 def prepared_module(model, spec: TargetSpec, strategy: str = "auto", db_dir=None):
-    """The Relax module right before `build`, made as `compile_model` makes it: the same frontend, the same
-    per-layer strategy policy (with the measured choices in `db_dir`, as `--tuning-db` would read them)
-    and the same prepare passes."""
-    from patvm.compiler import pipeline
-    from patvm.compiler.build import prepare
-    try:
-        from patvm.compiler.strategy import default_policy, read_strategies
-    except ImportError:  # a compiler without per-layer strategies
-        mod, _, _ = pipeline.frontend(model)
-        return prepare(mod, spec)
-    measured = read_strategies(db_dir) if db_dir is not None else None
-    mod, _, _ = pipeline.frontend(model, default_policy(spec, strategy, measured))
-    return prepare(mod, spec)
+    """The Relax module right before `build`, made by the compile pipeline itself
+    (`patvm.compiler.pipeline.Pipeline.for_tuning`: the same frontend, the same per-layer strategy policy
+    with the measured choices in `db_dir`, as `--tuning-db` would read them, the same prepare passes)."""
+    from patvm.compiler.pipeline import Pipeline
+    return Pipeline.for_tuning(spec, db_dir, strategy).prepared(model)[0]
 
 
 def extract_tasks(mod, spec: TargetSpec) -> list[TuningTask]:

@@ -25,8 +25,8 @@ the same seed a twin has exactly the real weights its binary versions approximat
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import onnx
 
@@ -64,7 +64,10 @@ def twin_of(name: str) -> str:
 
 
 def _positive_int(value, what: str) -> None:
-    require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{what} must be an integer >= 1, got {value!r}")
+    require(
+        isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+        f"{what} must be an integer >= 1, got {value!r}",
+    )
 
 
 def build_model(name: str, M: int = 4, N: int = 5, seed: int = 0, batch: int = 1, image_size: int = 224,

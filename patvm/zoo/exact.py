@@ -145,7 +145,7 @@ class Grid:
     sums: np.ndarray   # [C] float64
 
     @staticmethod
-    def of(lo, hi, q, sums=None) -> "Grid":
+    def of(lo, hi, q, sums=None) -> Grid:
         lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
         mag = np.maximum(np.abs(lo), np.abs(hi))
         return Grid(lo, hi, np.asarray(q, np.int64), mag if sums is None else np.asarray(sums, np.float64))

@@ -18,8 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from patvm.approx import (Staircase, abc_activation_staircase, approximate_weights_abc, approximate_weights_pa,
-                          pa_activation_init)
+from patvm.approx import (
+    Staircase,
+    abc_activation_staircase,
+    approximate_weights_abc,
+    approximate_weights_pa,
+    pa_activation_init,
+)
 from patvm.approx.pa import check_weight_pieces
 from patvm.errors import require
 from patvm.zoo import exact as ex
@@ -42,7 +47,10 @@ class Scheme:
             check_weight_pieces(self.M)
         else:
             require(_is_int(self.M) and self.M >= 1, f"ABC-Net needs M >= 1 weight bases, got M={self.M}")
-        require(_is_int(self.N) and self.N >= 1, f"{self.family.upper()} needs N >= 1 activation pieces, got N={self.N}")
+        require(
+            _is_int(self.N) and self.N >= 1,
+            f"{self.family.upper()} needs N >= 1 activation pieces, got N={self.N}",
+        )
 
     def approximate(self, W: np.ndarray) -> np.ndarray:
         """W_bar: few distinct values (PA eq. 6; ABC eq. 2-5)."""

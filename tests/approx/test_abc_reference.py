@@ -2,8 +2,13 @@
 import numpy as np
 import pytest
 
-from patvm.approx import (Staircase, abc_activation, abc_activation_staircase, approximate_weights_abc,
-                          decompose_weights)
+from patvm.approx import (
+    Staircase,
+    abc_activation,
+    abc_activation_staircase,
+    approximate_weights_abc,
+    decompose_weights,
+)
 from patvm.errors import PatvmError
 
 
@@ -94,7 +99,9 @@ def test_activation_staircase_merges_equal_thresholds():
     assert thresholds.tolist() == [0.25, 1.0]
     assert levels.tolist() == [-3.5, 2.5, 3.5]
     x = np.array([-1.0, 0.25, 0.5, 1.0, 2.0])
-    assert np.array_equal(Staircase(thresholds, levels).quantize(x, axis=0), abc_activation(x, [0.25, 0.25, -0.5], [1, 2, 0.5]))
+    assert np.array_equal(
+        Staircase(thresholds, levels).quantize(x, axis=0), abc_activation(x, [0.25, 0.25, -0.5], [1, 2, 0.5])
+    )
 
 
 def test_activation_staircase_refuses_mismatched_betas():

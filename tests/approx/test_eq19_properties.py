@@ -6,12 +6,18 @@ close to 1e-9 of the magnitude bound conv(|A_bar|, |W_bar|) in float64, and bit 
 level and input is dyadic (k/8, |k| < 64: every partial sum is exact in float64).
 """
 import numpy as np
-import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from patvm.approx import (Staircase, approximate_weights_abc, approximate_weights_pa, conv2d_nchw,
-                          decompose_weights, pa_eq19_conv2d, plane_conv2d)
+from patvm.approx import (
+    Staircase,
+    approximate_weights_abc,
+    approximate_weights_pa,
+    conv2d_nchw,
+    decompose_weights,
+    pa_eq19_conv2d,
+    plane_conv2d,
+)
 from patvm.approx.planes import onehot_activation_planes
 
 SETTINGS = settings(max_examples=60, deadline=None)

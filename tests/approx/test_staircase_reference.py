@@ -98,7 +98,9 @@ def test_validate_staircase_names_where():
 
 
 def batchnorm(x, scale, bias, mean, var, eps):
-    r = lambda a: np.asarray(a, np.float64).reshape(1, -1, 1, 1)
+    def r(a):
+        return np.asarray(a, np.float64).reshape(1, -1, 1, 1)
+
     return r(scale) * (x.astype(np.float64) - r(mean)) / np.sqrt(r(var) + eps) + r(bias)
 
 

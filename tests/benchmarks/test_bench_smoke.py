@@ -24,7 +24,7 @@ def run_script(name: str, out: Path, *extra: str, timeout: int = 900) -> None:
 
 def check_outputs(out: Path, name: str) -> dict:
     paths = {ext: out / f"{name}.{ext}" for ext in ("json", "md", "png")}
-    for ext, path in paths.items():
+    for path in paths.values():
         assert path.is_file() and path.stat().st_size > 0, f"{path} missing"
     data = json.loads(paths["json"].read_text())
     machine = data["machine"]

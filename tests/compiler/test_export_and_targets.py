@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import binary_layer_model, onnxruntime_run
 
 import patvm
-from conftest import binary_layer_model, onnxruntime_run
 from patvm.runtime import module_source
 from patvm.targets import host_has_feature, resolve_target
 

@@ -2,8 +2,8 @@
 it happens (one PrimFunc holds the conv and the packer) and the result stays bit-identical to onnxruntime."""
 import numpy as np
 import pytest
-from tvm import s_tir, tirx
 from conftest import ABC_WEIGHT_VALUES, PA_WEIGHT_VALUES, dyadic, onnxruntime_run, staircase
+from tvm import s_tir, tirx
 
 import patvm
 from patvm.compiler.build import prepare

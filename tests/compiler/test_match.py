@@ -1,8 +1,8 @@
 """Phase 2: what matches, what stays fp32 (with the reason in the report), and pack-once sharing."""
 import numpy as np
+from conftest import binary_layer_model, dyadic, onnxruntime_run
 
 import patvm
-from conftest import binary_layer_model, dyadic, onnxruntime_run
 from patvm.approx import Staircase
 from patvm.compiler.pipeline import frontend
 from patvm.onnx_format import GraphWriter
@@ -13,7 +13,6 @@ def strategies(compiled):
 
 
 def test_too_many_weight_values_stays_fp32_and_correct():
-    rng = np.random.default_rng(1)
     model, x = binary_layer_model(C=8, O=4, weight_values=np.arange(-10, 10, dtype=np.float32) / 8)
     compiled = patvm.compile(model)
     (strategy, reason), = strategies(compiled)

@@ -1,9 +1,9 @@
 """One PA / ABC-Net layer with dyadic values: the compiled output equals onnxruntime's bit for bit."""
 import numpy as np
 import pytest
+from conftest import LAYER_CASES, binary_layer_model, onnxruntime_run
 
 import patvm
-from conftest import LAYER_CASES, binary_layer_model, onnxruntime_run
 
 
 def case_id(case):

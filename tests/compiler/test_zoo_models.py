@@ -15,10 +15,10 @@ pairs of MobileNet and of the slow-compiling DenseNet are `slow` (pytest -m slow
 import numpy as np
 import onnx
 import pytest
+from conftest import onnxruntime_run
 from onnx import numpy_helper
 
 import patvm
-from conftest import onnxruntime_run
 from patvm import zoo
 from patvm.onnx_format import is_paquantize
 from patvm.zoo import exact as ex

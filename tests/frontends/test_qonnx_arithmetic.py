@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("qonnx", reason="needs qonnx's reference implementation (pip install qonnx)")
-from qonnx.custom_op.general.bipolar_quant import binary_quant  # noqa: E402
-from qonnx.custom_op.general.intquant import int_quant  # noqa: E402
-from qonnx.custom_op.general.multithreshold import multithreshold  # noqa: E402
-from qonnx.custom_op.general.trunc import trunc_v2  # noqa: E402
+from qonnx.custom_op.general.bipolar_quant import binary_quant
+from qonnx.custom_op.general.intquant import int_quant
+from qonnx.custom_op.general.trunc import trunc_v2
 
-from patvm.approx.staircase import staircase_quantize  # noqa: E402
-from patvm.frontends.qonnx import arithmetic as ar  # noqa: E402
+from patvm.approx.staircase import staircase_quantize
+from patvm.frontends.qonnx import arithmetic as ar
 
 F32 = np.float32
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")

@@ -12,10 +12,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 pytest.importorskip("qonnx", reason="the QONNX tests need qonnx's executor (pip install qonnx)")
 
-import patvm  # noqa: E402
-from patvm.errors import ModelError  # noqa: E402
-from patvm.frontends.qonnx import is_qonnx, reference_outputs, to_canonical  # noqa: E402
-from patvm.verify import compare_outputs  # noqa: E402
+import patvm
+from patvm.errors import ModelError
+from patvm.frontends.qonnx import is_qonnx, reference_outputs, to_canonical
+from patvm.verify import compare_outputs
 
 QONNX = "qonnx.custom_op.general"
 FINN = "finn.custom_op.general"
@@ -46,8 +46,13 @@ class Graph:
                          signed=signed, narrow=narrow, rounding_mode=rounding)
 
     def model(self, out, out_shape) -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, "qonnx_test", [helper.make_tensor_value_info("x", TensorProto.FLOAT, self.shape)],
-                                  [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape)], self.inits)
+        graph = helper.make_graph(
+            self.nodes,
+            "qonnx_test",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, self.shape)],
+            [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape)],
+            self.inits,
+        )
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(QONNX, 2),
                                                  helper.make_opsetid(FINN, 1)])
 
@@ -185,9 +190,20 @@ def batchnorm_quant_model(relu: bool, bipolar: bool, channels: int = 6, position
     rng = np.random.default_rng(7)
     g = Graph((1, channels, positions, 1))
     gamma = rng.uniform(0.3, 2.0, channels) * np.where(np.arange(channels) % 2, -1, 1)
-    y = g.node("BatchNormalization", ["x"] + [g.const(v) for v in (gamma, rng.normal(0, 1, channels),
-                                                                   rng.normal(0, 1, channels), rng.uniform(0.5, 2, channels))],
-               epsilon=1e-4)
+    y = g.node(
+        "BatchNormalization",
+        ["x"]
+        + [
+            g.const(v)
+            for v in (
+                gamma,
+                rng.normal(0, 1, channels),
+                rng.normal(0, 1, channels),
+                rng.uniform(0.5, 2, channels),
+            )
+        ],
+        epsilon=1e-4,
+    )
     if relu:
         y = g.node("Relu", [y])
     if bipolar:
@@ -219,7 +235,12 @@ def test_batchnorm_folds_into_thresholds_exactly(relu, bipolar):
     thresholds = inits[canonical.graph.node[1].input[1]]                              # [C, N], on sign * x
     sign = inits[canonical.graph.node[0].input[1]].reshape(-1, 1)
     # every threshold and its float neighbours, per channel, in the input's own sign
-    probes = np.concatenate([thresholds, np.nextafter(thresholds, F32(-np.inf)), np.nextafter(thresholds, F32(np.inf))], 1) * sign
+    probes = (
+        np.concatenate(
+            [thresholds, np.nextafter(thresholds, F32(-np.inf)), np.nextafter(thresholds, F32(np.inf))], 1
+        )
+        * sign
+    )
     x = np.zeros((1, probes.shape[0], 64, 1), F32)
     x[0, :, :probes.shape[1], 0] = probes
     x[0, :, probes.shape[1]:, 0] = np.random.default_rng(9).normal(0, 3, (probes.shape[0], 64 - probes.shape[1]))

@@ -23,9 +23,14 @@ BNN = [
     pytest.param("cnv_1w1a", "dynamo", marks=slow), pytest.param("cnv_1w2a", "torchscript", marks=slow),
     pytest.param("cnv_1w2a", "dynamo", marks=slow), pytest.param("cnv_2w2a", "torchscript", marks=slow),
 ]
-RESNETS = [("const", "sign", "torchscript"), ("mean", "relu2", "torchscript"),
-           pytest.param("const", "relu2", "torchscript", marks=slow), pytest.param("mean", "sign", "torchscript", marks=slow),
-           pytest.param("const", "sign", "dynamo", marks=slow), pytest.param("mean", "relu2", "dynamo", marks=slow)]
+RESNETS = [
+    ("const", "sign", "torchscript"),
+    ("mean", "relu2", "torchscript"),
+    pytest.param("const", "relu2", "torchscript", marks=slow),
+    pytest.param("mean", "sign", "torchscript", marks=slow),
+    pytest.param("const", "sign", "dynamo", marks=slow),
+    pytest.param("mean", "relu2", "dynamo", marks=slow),
+]
 
 
 def check_against_references(path, torch_model, shape, images: int = 2):

@@ -22,7 +22,9 @@ F32 = np.float32
 def ort_run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(
+        None, feeds
+    )[0]
 
 
 def qcdq_model(scale, zero, lo, hi, dtype=np.int8, size=64) -> onnx.ModelProto:
@@ -39,7 +41,9 @@ def qcdq_model(scale, zero, lo, hi, dtype=np.int8, size=64) -> onnx.ModelProto:
 @pytest.mark.parametrize("scale,zero,lo,hi,dtype", [(1.0, 0, -1, 1, np.int8), (0.37, 0, -2, 1, np.int8),
                                                     (0.25, 0, 0, 3, np.uint8), (0.1, 2, 0, 7, np.uint8)])
 def test_qcdq_staircase_equals_onnxruntime_on_midpoints(scale, zero, lo, hi, dtype):
-    op = ar.LinearQuant(np.array(scale, F32), np.array(zero, dtype), lo, hi, np.array(scale, F32), np.array(zero, dtype))
+    op = ar.LinearQuant(
+        np.array(scale, F32), np.array(zero, dtype), lo, hi, np.array(scale, F32), np.array(zero, dtype)
+    )
     thr, lv = ar.staircase_of(op, 1)
     mids = ((np.arange(lo - zero - 1, hi - zero + 1) + 0.5) * scale).astype(F32)
     base = np.concatenate([mids, thr[0]])
@@ -68,7 +72,9 @@ def test_brevitas_qcdq_export_compiles_like_qonnx(tmp_path, name):
         export_onnx_qcdq(torch_model, bn.torch.rand(shape), export_path=str(path), dynamo=False)
     compiled = patvm.compile(str(path), target="host")
     rest = compiled.layers[1:] if name.startswith("cnv") else compiled.layers
-    assert all(layer["strategy"] == "bit-serial" and layer["M"] == 2 and layer["N"] == 2 for layer in rest), compiled.report()
+    assert all(layer["strategy"] == "bit-serial" and layer["M"] == 2 and layer["N"] == 2 for layer in rest), (
+        compiled.report()
+    )
     model = onnx.load(str(path))
     x = np.random.default_rng(0).random(shape).astype(F32)
     for want in (ort_run(model, {compiled.inputs[0]["name"]: x}), bn.torch_outputs(torch_model, x)):

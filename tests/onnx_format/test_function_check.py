@@ -157,8 +157,14 @@ def channels_on_last_axis(body):
 
 CORRECT_BODIES = {"gather": gather_body, "where-chain": lambda: where_chain_body(4), "onehot": onehot_body}
 WRONG_BODIES = {
-    "strict >": (lambda: patvm_body_with(strict_greater), r"computes 0\.0 for input -0\.5, channel 0 .*definition gives 0\.25"),
-    "NaN -> top level": (lambda: patvm_body_with(nan_to_top_level), r"computes 2\.0 for input nan, channel 0 .*gives 0\.0"),
+    "strict >": (
+        lambda: patvm_body_with(strict_greater),
+        r"computes 0\.0 for input -0\.5, channel 0 .*definition gives 0\.25",
+    ),
+    "NaN -> top level": (
+        lambda: patvm_body_with(nan_to_top_level),
+        r"computes 2\.0 for input nan, channel 0 .*gives 0\.0",
+    ),
     "wrong channel axis": (lambda: patvm_body_with(channels_on_last_axis), r"returns shape \[2, 5, \d+, 5\]"),
 }
 
@@ -175,7 +181,10 @@ def quantizer_model(rank: int, per_channel: bool, C: int = 5) -> onnx.ModelProto
     t = np.array([-0.5, 0.0, 0.5, 1.0], F32)
     lv = np.array([0.0, 0.25, 0.5, 1.0, 2.0], F32)
     if per_channel:
-        t, lv = t[None, :] + np.arange(C, dtype=F32)[:, None] / 8, np.tile(lv, (C, 1)) + np.arange(C, dtype=F32)[:, None]
+        t, lv = (
+            t[None, :] + np.arange(C, dtype=F32)[:, None] / 8,
+            np.tile(lv, (C, 1)) + np.arange(C, dtype=F32)[:, None],
+        )
     g = GraphWriter("quantizer")
     shape = [3, C, 4, 2][:rank]
     x = g.input("x", shape)
@@ -231,8 +240,15 @@ def test_probe_holds_thresholds_neighbours_midpoints_and_specials():
 
 
 @pytest.mark.parametrize("body", sorted(CORRECT_BODIES))
-@pytest.mark.parametrize("case", [dict(kind="conv"), dict(kind="conv", per_channel=True, C=5, O=7, H=8),
-                                  dict(kind="dense", per_channel=True, C=33, O=10)], ids=["conv", "conv-pc", "dense-pc"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(kind="conv"),
+        dict(kind="conv", per_channel=True, C=5, O=7, H=8),
+        dict(kind="dense", per_channel=True, C=33, O=10),
+    ],
+    ids=["conv", "conv-pc", "dense-pc"],
+)
 def test_models_with_another_writers_body_compile_and_match_onnxruntime(body, case):
     model, x = _builders.binary_layer_model(**case)
     model = with_function(model, CORRECT_BODIES[body]())

@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import patvm.onnx_format.model_contents as model_contents
 import patvm.onnx_format.validate as validate
 from patvm.approx import Staircase
 from patvm.errors import ModelError
@@ -296,8 +297,12 @@ def test_unsorted_but_acyclic_graph_goes_to_the_checker(tmp_path):
 
 
 def test_cycle_inside_a_subgraph(tmp_path):
-    body = helper.make_graph([helper.make_node("Relu", ["b"], ["a"], name="P"), helper.make_node("Relu", ["a"], ["b"], name="Q")],
-                             "body", [], [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])])
+    body = helper.make_graph(
+        [helper.make_node("Relu", ["b"], ["a"], name="P"), helper.make_node("Relu", ["a"], ["b"], name="Q")],
+        "body",
+        [],
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])],
+    )
     node = helper.make_node("If", ["c"], ["y"], name="branch", then_branch=body, else_branch=body)
     graph = helper.make_graph([node], "outer", [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
@@ -307,8 +312,12 @@ def test_cycle_inside_a_subgraph(tmp_path):
 
 def recursive_function_model() -> onnx.ModelProto:
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("custom", 1)]
-    f = helper.make_function("custom", "F", ["a"], ["b"], [helper.make_node("G", ["a"], ["b"], domain="custom")], opsets)
-    g = helper.make_function("custom", "G", ["a"], ["b"], [helper.make_node("F", ["a"], ["b"], domain="custom")], opsets)
+    f = helper.make_function(
+        "custom", "F", ["a"], ["b"], [helper.make_node("G", ["a"], ["b"], domain="custom")], opsets
+    )
+    g = helper.make_function(
+        "custom", "G", ["a"], ["b"], [helper.make_node("F", ["a"], ["b"], domain="custom")], opsets
+    )
     graph = helper.make_graph([helper.make_node("F", ["x"], ["y"], domain="custom", name="call")], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
@@ -468,7 +477,7 @@ def test_in_memory_model_with_external_data_needs_a_folder(tmp_path):
 def never_loaded(monkeypatch):
     def loader(*args, **kwargs):
         raise AssertionError("external data was read")
-    monkeypatch.setattr(validate, "load_external_data_for_tensor", loader)
+    monkeypatch.setattr(model_contents, "load_external_data_for_tensor", loader)
 
 
 def secret_beside(folder) -> str:
@@ -595,7 +604,7 @@ def test_external_data_on_an_absurd_shape_is_refused_before_reading(tmp_path, mo
 
 def test_external_data_over_the_total_limit(tmp_path, monkeypatch):
     path = external_model(tmp_path / "m")
-    monkeypatch.setattr(validate, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(model_contents, "MAX_FILE_BYTES", 1000)   # the external data total
     never_loaded(monkeypatch)
     refused(path, "external data totals 16384 bytes, over the 1000 byte limit")
 
@@ -740,9 +749,13 @@ def test_paquantize_inside_a_function(tmp_path):
 def test_paquantize_in_a_subgraph_is_checked(tmp_path):
     inner = quantizer_model()
     replace_initializer(inner, paq_node(inner).input[1], np.array([1.0, 0.0], F32))
-    body = helper.make_graph([paq_node(inner)], "body", [],
-                             [helper.make_tensor_value_info(paq_node(inner).output[0], TensorProto.FLOAT, [1, 3, 4, 4])],
-                             [initializer(inner, paq_node(inner).input[1]), initializer(inner, paq_node(inner).input[2])])
+    body = helper.make_graph(
+        [paq_node(inner)],
+        "body",
+        [],
+        [helper.make_tensor_value_info(paq_node(inner).output[0], TensorProto.FLOAT, [1, 3, 4, 4])],
+        [initializer(inner, paq_node(inner).input[1]), initializer(inner, paq_node(inner).input[2])],
+    )
     node = helper.make_node("If", ["c"], ["y"], name="branch", then_branch=body, else_branch=body)
     graph = helper.make_graph([node], "outer", [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
                                                 helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],

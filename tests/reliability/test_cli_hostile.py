@@ -4,10 +4,10 @@ crash (no negative return code), no output file.
 The loader-level refusals are tested one by one in tests/onnx_format/test_validate.py; this proves the
 command-line path ends the same way (each case is one `python -m patvm.cli` process, ~4 s of CPU).
 """
+import importlib.util
 import os
 import subprocess
 import sys
-import importlib.util
 from pathlib import Path
 
 import numpy as np

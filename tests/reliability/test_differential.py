@@ -1,8 +1,8 @@
 """Differential fuzzing, the CI slice: fixed-seed random PA-ONNX graphs compiled by patvm vs onnxruntime.
 
-Dyadic graphs must match bit for bit; float graphs within the threshold-flip tolerance (patvm.fuzz).
-The long campaign is `python -m patvm.fuzz --graphs 500 --seed 0` (docs/reliability.md). A failing
-graph here is rebuilt with `python -m patvm.fuzz --seed SEED --start INDEX --graphs 1 --mode MODE
+Dyadic graphs must match bit for bit; float graphs within the threshold-flip tolerance (patvm.testing).
+The long campaign is `python -m patvm.testing.fuzz --graphs 500 --seed 0` (docs/reliability.md). A failing
+graph here is rebuilt with `python -m patvm.testing.fuzz --seed SEED --start INDEX --graphs 1 --mode MODE
 --max-steps 4 --max-size 7 --max-batch 3 --save-failures DIR --localize` -- then make it a named test
 in test_regressions.py.
 """
@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import patvm.compiler.lower as lower
-from patvm import fuzz
+from patvm import testing as fuzz
+from patvm.testing.fuzz import main as fuzz_main
 
 CI_SEED = 20251
 SMALL = dict(max_steps=4, max_size=7, max_batch=3)
@@ -102,7 +103,7 @@ def test_a_rounding_flip_is_told_apart_from_a_wrong_layer(monkeypatch):
 
 
 def test_command_line(capsys):
-    assert fuzz.main(["--graphs", "1", "--seed", str(CI_SEED), "--start", "7", "--mode", "dyadic", "-v",
+    assert fuzz_main(["--graphs", "1", "--seed", str(CI_SEED), "--start", "7", "--mode", "dyadic", "-v",
                       "--max-steps", "4", "--max-size", "7", "--max-batch", "3"]) == 0
     out = capsys.readouterr().out
     assert "graph 7 (dyadic" in out and "fuzz: 1 graphs (1 dyadic)" in out and "0 failures" in out

@@ -4,15 +4,15 @@ Inputs exactly at thresholds (and one ulp either side), +-inf, NaN (gives levels
 denormal values, denormal thresholds; weights all equal, all zero, a single non-zero; ABC-Net levels
 without 0 (the zero-padding correction). Every model is compiled once and run on every input family.
 """
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
 
 import patvm
 from patvm.approx import Staircase, abc_activation_staircase, conv2d_nchw
-from patvm.fuzz import onnxruntime_outputs
 from patvm.onnx_format import GraphWriter
+from patvm.testing import onnxruntime_outputs
 
 F32 = np.float32
 PA_THRESHOLDS = np.array([-0.5, 0.0, 0.5, 1.0], F32)
@@ -62,7 +62,7 @@ def weights(kind: str, shape, seed: int = 0) -> np.ndarray:
     return w
 
 
-@lru_cache(maxsize=None)
+@cache
 def conv_model(stair: str, weight: str = "pa", k: int = 3, stride: int = 1, pad: int = 1, strategy: str = "bit-serial",
                quantized: bool = True, channels: int = SHAPE[1]):
     """x -> PAQuantize -> Conv(W_bar) + bias; returns (model, compiled, weight)."""
@@ -78,7 +78,7 @@ def conv_model(stair: str, weight: str = "pa", k: int = 3, stride: int = 1, pad:
     return model, compiled, w
 
 
-@lru_cache(maxsize=None)
+@cache
 def dense_model(stair: str):
     g = GraphWriter("edge-dense")
     feats = int(np.prod(SHAPE[1:]))

@@ -9,8 +9,8 @@ import numpy as np
 
 import patvm
 from patvm.approx import Staircase
-from patvm.fuzz import onnxruntime_outputs
 from patvm.onnx_format import GraphWriter
+from patvm.testing import onnxruntime_outputs
 
 F32 = np.float32
 

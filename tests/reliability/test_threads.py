@@ -10,8 +10,8 @@ import pytest
 
 import patvm
 from patvm.approx import Staircase
-from patvm.fuzz import onnxruntime_outputs
 from patvm.onnx_format import GraphWriter
+from patvm.testing import onnxruntime_outputs
 
 F32 = np.float32
 THREADS = 8

@@ -30,9 +30,14 @@ import patvm
 from patvm import zoo
 from patvm.compiler.build import prepare
 from patvm.compiler.pipeline import frontend
-from patvm.compiler.schedules import schedule_pass
 from patvm.compiler.schedules import cuda as cuda_schedules
-from patvm.compiler.schedules.cuda import BitSerialTensorCoreCUDA, bmma_and_popc_probe, cuda_rules, cuda_source
+from patvm.compiler.schedules import schedule_pass
+from patvm.compiler.schedules.cuda import (
+    BitSerialTensorCoreCUDA,
+    bmma_and_popc_probe,
+    cuda_rules,
+    cuda_source,
+)
 from patvm.targets import cuda_available, resolve_target
 from patvm.zoo import exact
 

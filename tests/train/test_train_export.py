@@ -10,8 +10,17 @@ from torch import nn
 from patvm.approx import approximate_weights_abc, approximate_weights_pa
 from patvm.errors import PatvmError
 from patvm.onnx_format import DOMAIN, OP_TYPE
-from patvm.train import (ABCActivationQuantizer, ABCConv2d, ABCWeightQuantizer, PAConv2d, PALinear, PAQuantizer,
-                         PAWeightQuantizer, calibrate_activation_quantizers, export_onnx)
+from patvm.train import (
+    ABCActivationQuantizer,
+    ABCConv2d,
+    ABCWeightQuantizer,
+    PAConv2d,
+    PALinear,
+    PAQuantizer,
+    PAWeightQuantizer,
+    calibrate_activation_quantizers,
+    export_onnx,
+)
 
 
 def run_onnx(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:

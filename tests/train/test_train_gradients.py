@@ -151,12 +151,16 @@ def test_pa_activation_backward_is_the_eq11_to_14_surrogate_derivative(N, channe
     grad_x, grad_v, grad_levels = torch.autograd.grad(y, [xt, tables.thresholds, tables.levels], torch.tensor(g))
 
     offsets, widths = v - t[..., :-1], np.diff(t, axis=-1)
-    surrogate = lambda xx, vv: float(np.sum(g * pa_activation_surrogate(xx, vv, levels, offsets, widths, lambda_a)))
+    def surrogate(xx, vv):
+        return float(np.sum(g * pa_activation_surrogate(xx, vv, levels, offsets, widths, lambda_a)))
+
     np.testing.assert_allclose(grad_x.numpy(), central_difference(lambda xx: surrogate(xx, v), x), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(grad_v.numpy(), central_difference(lambda vv: surrogate(x, vv), v), rtol=1e-6, atol=1e-8)
     # eq. 13: the levels enter the exact staircase linearly: d/d levels[j] = sum of g over piece j
     k = np.sum(x[..., None] >= (v if channels is None else v[None, :, None, None, :]), -1)
-    staircase = lambda lv: float(np.sum(g * (lv[k] if channels is None else lv[np.arange(channels)[:, None, None], k])))
+    def staircase(lv):
+        return float(np.sum(g * (lv[k] if channels is None else lv[np.arange(channels)[:, None, None], k])))
+
     np.testing.assert_allclose(grad_levels.numpy(), central_difference(staircase, levels), rtol=1e-6, atol=1e-8)
 
 
@@ -188,10 +192,14 @@ def test_abc_activation_backward_is_the_eq10_surrogate_derivative():
     y = q(xt)
     np.testing.assert_allclose(y.detach().numpy(), abc_activation(x, shifts, betas), rtol=1e-12)
     (y * torch.tensor(g)).sum().backward()
-    surrogate = lambda xx, vv: float(np.sum(g * sum(b * np.clip(xx + s, 0, 1) for s, b in zip(vv, betas))))
+    def surrogate(xx, vv):
+        return float(np.sum(g * sum(b * np.clip(xx + s, 0, 1) for s, b in zip(vv, betas))))
+
     np.testing.assert_allclose(xt.grad.numpy(), central_difference(lambda xx: surrogate(xx, shifts), x),
                                rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(q.shifts.grad.numpy(), central_difference(lambda vv: surrogate(x, vv), shifts),
                                rtol=1e-6, atol=1e-8)
-    forward = lambda bb: float(np.sum(g * abc_activation(x, shifts, bb)))
+    def forward(bb):
+        return float(np.sum(g * abc_activation(x, shifts, bb)))
+
     np.testing.assert_allclose(q.betas.grad.numpy(), central_difference(forward, betas), rtol=1e-6, atol=1e-8)

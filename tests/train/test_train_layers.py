@@ -6,9 +6,19 @@ from torch import nn
 
 from patvm.approx import approximate_weights_abc, approximate_weights_pa, conv2d_nchw
 from patvm.errors import PatvmError
-from patvm.train import (ABCActivationQuantizer, ABCConv2d, ABCLinear, ABCWeightQuantizer, PAConv2d, PALinear,
-                         PAQuantizer, PAWeightQuantizer, QuantConv2d, calibrate_activation_quantizers,
-                         to_multibinary)
+from patvm.train import (
+    ABCActivationQuantizer,
+    ABCConv2d,
+    ABCLinear,
+    ABCWeightQuantizer,
+    PAConv2d,
+    PALinear,
+    PAQuantizer,
+    PAWeightQuantizer,
+    QuantConv2d,
+    calibrate_activation_quantizers,
+    to_multibinary,
+)
 
 
 def test_pa_conv2d_is_conv_of_the_quantized_input_and_weights():

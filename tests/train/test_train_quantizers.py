@@ -8,11 +8,22 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from patvm.approx import (Staircase, abc_activation, abc_activation_staircase, approximate_weights_abc,
-                          approximate_weights_pa, pa_activation_init)
+from patvm.approx import (
+    Staircase,
+    abc_activation,
+    abc_activation_staircase,
+    approximate_weights_abc,
+    approximate_weights_pa,
+    pa_activation_init,
+)
 from patvm.errors import PatvmError
-from patvm.train import (ABCActivationQuantizer, ABCWeightQuantizer, PAActivationQuantizer, PAQuantizer,
-                         PAWeightQuantizer)
+from patvm.train import (
+    ABCActivationQuantizer,
+    ABCWeightQuantizer,
+    PAActivationQuantizer,
+    PAQuantizer,
+    PAWeightQuantizer,
+)
 
 
 @settings(max_examples=30, deadline=None)
@@ -124,7 +135,6 @@ def test_pa_activation_rejects_bad_tables():
 
 
 def test_abc_activation_forward_is_eq_8_9_and_its_staircase():
-    rng = np.random.default_rng(7)
     shifts = np.array([0.4, -0.3, 0.1, 0.9])
     betas = np.array([0.5, 0.25, 1.0, 0.75])
     q = ABCActivationQuantizer(4, shifts=shifts, betas=betas)

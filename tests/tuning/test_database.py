@@ -12,6 +12,7 @@ from tuning_helpers import tiny_model
 from patvm.errors import PatvmError
 from patvm.targets import resolve_target
 from patvm.tuning import database as dbmod
+from patvm.tuning import export
 from patvm.tuning.tasks import extract_tasks, hand_schedule, prepared_module
 
 
@@ -152,21 +153,21 @@ def test_repair_quarantines_broken_lines_and_keeps_the_rest(db_copy):
     lines[0] = lines[0][:40]                                      # truncated
     lines[3] = json.dumps([0, "hand-edited"])                     # wrong shape
     path.write_text("\n".join(lines) + "\n")
-    problems = dbmod.repair_database(db_copy)
+    problems = export.repair_database(db_copy)
     assert [p.line for p in problems] == [1, 4]
     loaded = dbmod.load_database(db_copy)                         # strict: valid now
     assert len(loaded.entries) == 3
     (quarantine,) = (db_copy / dbmod.QUARANTINE_DIR).iterdir()
     text = quarantine.read_text()
     assert f"{path}:1: not valid JSON" in text and lines[0] in text and '"hand-edited"' in text
-    assert dbmod.repair_database(db_copy) == []                   # idempotent
+    assert export.repair_database(db_copy) == []                   # idempotent
 
 
 def test_broken_workload_takes_its_records_to_quarantine(db_copy):
     path = db_copy / dbmod.WORKLOAD_FILE
     lines = path.read_text().splitlines()
     path.write_text(lines[0][:50] + "\n" + lines[1] + "\n")
-    problems = dbmod.repair_database(db_copy)
+    problems = export.repair_database(db_copy)
     assert problems[0].file == str(path) and problems[0].line == 1
     assert sum("its workload" in p.reason for p in problems) == 3   # task 0's three records
     loaded = dbmod.load_database(db_copy)
@@ -212,12 +213,12 @@ def test_target_check(valid_db):
 def test_export_best_keeps_one_record_per_workload_and_merges(valid_db, kernels, tmp_path):
     spec, _, tasks = kernels
     out = tmp_path / "schedules" / "x86-test"
-    assert dbmod.export_best(valid_db, out) == {"workloads": 2, "updated": 2}
+    assert export.export_best(valid_db, out) == {"workloads": 2, "updated": 2}
     exported = dbmod.load_database(out)
     assert sorted(round(e.seconds, 6) for e in exported.entries) == [4e-5, 2e-4]
-    assert dbmod.export_best(valid_db, out)["updated"] == 0       # nothing faster: unchanged
+    assert export.export_best(valid_db, out)["updated"] == 0       # nothing faster: unchanged
     faster = make_database(tmp_path / "faster", tasks[1:], spec, [[[1e-5]]])
-    assert dbmod.export_best(faster, out) == {"workloads": 2, "updated": 1}
+    assert export.export_best(faster, out) == {"workloads": 2, "updated": 1}
     assert sorted(round(e.seconds, 6) for e in dbmod.load_database(out).entries) == [1e-5, 2e-4]
     meta = json.loads((out / dbmod.META_FILE).read_text())
     assert meta["format"] == dbmod.META_FORMAT and "tvm" in meta
@@ -226,15 +227,15 @@ def test_export_best_keeps_one_record_per_workload_and_merges(valid_db, kernels,
 def test_export_best_takes_the_measured_strategies_along(db_copy, kernels, tmp_path):
     """The measured per-layer choices decide which kernels a build has, so they travel with the records
     (merged: a newer measurement of a workload replaces the older one, other workloads are kept)."""
-    from patvm.compiler.strategy import STRATEGY_FILE, read_strategies
+    from patvm.records import STRATEGY_FILE, read_strategies
     spec, _, tasks = kernels
     out = tmp_path / "schedules" / "x86-test"
     (db_copy / STRATEGY_FILE).write_text(json.dumps({"conv:a": {"strategy": "fp32"}, "conv:b": {"strategy": "fp32"}}))
-    dbmod.export_best(db_copy, out)
+    export.export_best(db_copy, out)
     assert read_strategies(out) == read_strategies(db_copy)
     newer = make_database(tmp_path / "newer", tasks[1:], spec, [[[1e-5]]])
     (newer / STRATEGY_FILE).write_text(json.dumps({"conv:b": {"strategy": "bit-serial"}}))
-    dbmod.export_best(newer, out)
+    export.export_best(newer, out)
     assert read_strategies(out) == {"conv:a": {"strategy": "fp32"}, "conv:b": {"strategy": "bit-serial"}}
 
 
@@ -242,10 +243,12 @@ def test_export_refuses_an_empty_or_failed_database(kernels, tmp_path):
     spec, _, tasks = kernels
     failed = make_database(tmp_path / "failed", tasks[:1], spec, [[[1e10]]])
     with pytest.raises(PatvmError, match="no successful measurement"):
-        dbmod.export_best(failed, tmp_path / "out")
+        export.export_best(failed, tmp_path / "out")
 
 
-SHIPPED = sorted(p.parent for p in (dbmod.Path(__file__).resolve().parents[2] / "schedules").glob(f"*/{dbmod.RECORD_FILE}"))
+SHIPPED = sorted(
+    p.parent for p in (dbmod.Path(__file__).resolve().parents[2] / "schedules").glob(f"*/{dbmod.RECORD_FILE}")
+)
 
 
 @pytest.mark.parametrize("folder", SHIPPED, ids=[p.name for p in SHIPPED])

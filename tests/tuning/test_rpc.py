@@ -4,8 +4,17 @@ also when the test fails."""
 import time
 
 import pytest
-from tuning_helpers import (QUICK, alive, free_port, patvm_cli, patvm_popen, process_tree, save_tiny_model,
-                            stop_tree, wait_for_port)
+from tuning_helpers import (
+    QUICK,
+    alive,
+    free_port,
+    patvm_cli,
+    patvm_popen,
+    process_tree,
+    save_tiny_model,
+    stop_tree,
+    wait_for_port,
+)
 
 from patvm.errors import PatvmError
 from patvm.tuning import database as dbmod

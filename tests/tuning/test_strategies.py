@@ -2,12 +2,13 @@
 import json
 
 import numpy as np
+from tuning_helpers import compiler_builders
 
 import patvm
 from patvm.compiler.pipeline import frontend
-from patvm.compiler.strategy import STRATEGY_FILE, StrategyPolicy
+from patvm.compiler.strategy import StrategyPolicy
+from patvm.records import STRATEGY_FILE
 from patvm.tuning.strategies import measure_strategies, stand_in_layer
-from tuning_helpers import compiler_builders
 
 binary_layer_model = compiler_builders().binary_layer_model
 onnxruntime_run = compiler_builders().onnxruntime_run

@@ -14,7 +14,9 @@ import psutil
 import pytest
 from tuning_helpers import QUICK, alive, patvm_cli, patvm_popen, process_tree, save_tiny_model, stop_tree
 
+from patvm import records
 from patvm.tuning import database as dbmod
+from patvm.tuning import export
 
 TRIALS = 2
 
@@ -109,7 +111,7 @@ def test_resume_runs_only_the_missing_trials(tuned):
     assert tuned.resumed.returncode == 0, tuned.resumed.stderr
     counts = searched_per_workload(tuned.db)
     assert len(counts) == 2
-    for shash, c in counts.items():
+    for c in counts.values():
         assert c["hand"] == 1, counts
         assert c["searched"] == TRIALS, counts    # not more: the killed run's records counted
     searched_before = len(tuned.after_kill.entries) - 2           # the 2 hand records came first
@@ -213,8 +215,8 @@ def test_shipped_schedules_apply_when_the_target_matches(tuned, tmp_path, monkey
     its record, the report says so); another target, or --no-tuning-db, builds with hand schedules."""
     import patvm
     schedules = tmp_path / "schedules"
-    dbmod.export_best(tuned.db, schedules / "this-cpu")
-    monkeypatch.setattr(dbmod, "SCHEDULES_DIR", schedules)
+    export.export_best(tuned.db, schedules / "this-cpu")
+    monkeypatch.setattr(records, "SCHEDULES_DIR", schedules)   # where shipped_schedules looks
 
     shipped = patvm.compile(tuned.model, target="host", strategy="bit-serial")
     assert shipped.schedules["database"] == str(schedules / "this-cpu") and shipped.schedules["shipped"]

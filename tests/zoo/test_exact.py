@@ -107,7 +107,9 @@ def test_exact_mode_builds_every_zoo_name(name):
 
 def test_exact_and_normal_models_share_the_graph():
     exact, normal = built("pa-resnet18", 2, 1), built("pa-resnet18", 2, 1, exact=False)
-    assert [(n.op_type, list(n.input)) for n in exact.graph.node] == [(n.op_type, list(n.input)) for n in normal.graph.node]
+    assert [(n.op_type, list(n.input)) for n in exact.graph.node] == [
+        (n.op_type, list(n.input)) for n in normal.graph.node
+    ]
     assert not normal.metadata_props
     assert any(not np.array_equal(initializers(exact)[k], v) for k, v in initializers(normal).items())
 

@@ -9,9 +9,9 @@ activation planes, computed in the same register-blocked loop as the others. The
 sum_{kh,kw inside the image} sum_c a0[c] W_bar[o,c,kh,kw] depends only on how many kernel taps a window
 has in the padding at each side, clip(oh) = (max(0, p - oh*s), max(0, oh*s - p + k - H)) and the same for
 ow, so it is a compile-time table indexed by those four counts (interior positions: all 0). The counts are
-computed from the output position, never read from memory: any input keeps the reads in bounds. Padded positions hold 0 bits, and the table only counts positions inside the image, so zero
-padding is exact also when 0 is not an activation level (ABC-Net). See patvm.approx.planes for the
-derivation.
+computed from the output position, never read from memory: any input keeps the reads in bounds. Padded
+positions hold 0 bits, and the table only counts positions inside the image, so zero padding is exact
+also when 0 is not an activation level (ABC-Net). See patvm.approx.planes for the derivation.
 
 Block names are the contract with patvm.compiler.schedules: "bitserial_counts" (uint64 popcount sums
 per plane pair), "bitserial_conv" (their phi-weighted sum), "bitserial_output".

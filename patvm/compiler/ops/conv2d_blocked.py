@@ -9,8 +9,9 @@ and the depthwise conv in the same layout, weights [C/b, 1, KH, KW, b]:
 
 The schedule (patvm.compiler.schedules.cpu.Conv2dBlockedCPU) keeps a register tile of `ow_tile` output
 pixels x the b output channels of one block in vector registers and broadcasts one input value into each
-FMA (the depthwise conv multiplies input vectors instead). The output width is computed padded to a multiple of `ow_tile` (the tile never has a ragged end) and
-cropped by the output block, into which the epilogue (BatchNorm, ReLU, residual add) is inlined.
+FMA (the depthwise conv multiplies input vectors instead). The output width is computed padded to a
+multiple of `ow_tile` (the tile never has a ragged end) and cropped by the output block, into which the
+epilogue (BatchNorm, ReLU, residual add) is inlined.
 
 `patvm.compiler.layout` puts every conv2d it can into this layout with Relax's ConvertLayout (weights
 OIHW[b]o: only output channels blocked, so depthwise weights, with one input channel, block too; the
@@ -98,7 +99,8 @@ def depthwise_conv2d_blocked(x: te.Tensor, w: te.Tensor, strides, padding, ow_ti
 def block_nchw(x: te.Tensor, block: int) -> te.Tensor:
     """[N, C, H, W] -> [N, C/block, H, W, block]."""
     n, c, h, w = (int(v) for v in x.shape)
-    return te.compute((n, c // block, h, w, block), lambda b, o, y, xx, i: x[b, o * block + i, y, xx], name="block_data")
+    return te.compute((n, c // block, h, w, block), lambda b, o, y, xx, i: x[b, o * block + i, y, xx],
+                      name="block_data")
 
 
 def unblock_nchw(x: te.Tensor) -> te.Tensor:

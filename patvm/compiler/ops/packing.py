@@ -64,14 +64,3 @@ def pack_weight_planes(planes: np.ndarray) -> np.ndarray:
     packed = np.packbits(bits, axis=-1, bitorder="little")
     words = np.ascontiguousarray(packed).view(np.uint64)            # [KH, KW, NW, O, CW]
     return np.ascontiguousarray(words.transpose(0, 1, 2, 4, 3))
-
-
-def pack_activation_planes_numpy(x: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """numpy twin of `pack_activation_planes` (tests): x [N,C,H,W], thresholds [C, NA]."""
-    n, c, h, w = x.shape
-    with np.errstate(invalid="ignore"):
-        bits = x.transpose(0, 2, 3, 1)[:, :, :, None, :] >= thresholds.T[None, None, None]  # [N,H,W,NA,C]
-    cw = words_for(c)
-    full = np.zeros(bits.shape[:-1] + (cw * WORD_BITS,), np.uint8)
-    full[..., :c] = bits
-    return np.ascontiguousarray(np.packbits(full, axis=-1, bitorder="little")).view(np.uint64)

@@ -8,7 +8,13 @@ from __future__ import annotations
 from tvm.s_tir import dlight
 
 from patvm.compiler.schedules.arm import BitSerialNEON
-from patvm.compiler.schedules.cpu import BitSerialCPU, Conv2dBlockedCPU, Conv2dNCHWCPU, GenericCPU, PackActivationCPU
+from patvm.compiler.schedules.cpu import (
+    BitSerialCPU,
+    Conv2dBlockedCPU,
+    Conv2dNCHWCPU,
+    GenericCPU,
+    PackActivationCPU,
+)
 
 
 def schedule_rules(family: str) -> list:

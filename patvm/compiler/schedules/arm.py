@@ -18,8 +18,13 @@ import tvm.sym
 from tvm import s_tir
 from tvm.target import Target
 
-from patvm.compiler.intrinsics.neon_popcount import (LANES_U64, MAX_GROUP_WORDS, TREE_VECTORS, PopcountTile,
-                                                     popcount_tile_intrin)
+from patvm.compiler.intrinsics.neon_popcount import (
+    LANES_U64,
+    MAX_GROUP_WORDS,
+    TREE_VECTORS,
+    PopcountTile,
+    popcount_tile_intrin,
+)
 from patvm.compiler.ops.bitserial import COUNT_BLOCK
 from patvm.compiler.schedules.common import block_names
 from patvm.compiler.schedules.cpu import BitSerialCPU, _cores, _parallel_outer, largest_divisor

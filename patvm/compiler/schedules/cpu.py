@@ -21,13 +21,10 @@ from tvm.target import Target
 
 from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK
 from patvm.compiler.ops.conv2d_blocked import CONV_BLOCK as BLOCKED_CONV_BLOCK
-from patvm.compiler.ops.conv2d_blocked import DEPTHWISE_BLOCK
+from patvm.compiler.ops.conv2d_blocked import DEPTHWISE_BLOCK, output_tile, vector_shape
 from patvm.compiler.ops.conv2d_blocked import PAD_BLOCK as BLOCKED_PAD_BLOCK
-from patvm.compiler.ops.conv2d_blocked import output_tile, vector_shape
 from patvm.compiler.ops.packing import PACK_BLOCK
 from patvm.compiler.schedules.common import block_names, inline_all_except, loop_extent
-
-
 
 
 def largest_divisor(n: int, candidates: tuple[int, ...]) -> int:

@@ -403,7 +403,7 @@ def _register_b1_intrinsics() -> None:
         with T.sblock("root"):
             T.reads()
             T.writes(C[0:32, 0:4])
-            for lane in T.thread_binding(32, thread="threadIdx.x"):
+            for lane in T.thread_binding(32, thread="threadIdx.x"):  # noqa: B007 - TVMScript: the loop binds the thread axis
                 T.evaluate(T.cuda.mma_fill_legacy(4, C.data, C.elem_offset, dtype="int32"))
 
     @T.prim_func(s_tir=True)
@@ -585,7 +585,7 @@ def bmma_and_popc_probe():
     def bmma_probe(A: T.Buffer((16, 4), "uint64"), B: T.Buffer((8, 4), "uint64"),
                    C: T.Buffer((16, 8), "int32")):
         T.func_attr({"global_symbol": "bmma_probe", "tirx.noalias": True})
-        for bx in T.thread_binding(1, thread="blockIdx.x"):
+        for bx in T.thread_binding(1, thread="blockIdx.x"):  # noqa: B007 - TVMScript: the loop binds the thread axis
             for lane in T.thread_binding(32, thread="threadIdx.x"):
                 a = T.alloc_buffer((4,), "uint32", scope="local")
                 b = T.alloc_buffer((2,), "uint32", scope="local")

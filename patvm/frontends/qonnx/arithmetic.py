@@ -16,8 +16,8 @@ float predecessor as a self-check.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -128,7 +128,11 @@ class Trunc:
         y = y + self.zero_point
         y = np.round(y)
         y = y / self._trunc_scale()
-        y = _clip(y, min_int(self.signed, self.narrow, self.output_bits), max_int(self.signed, self.narrow, self.output_bits))
+        y = _clip(
+            y,
+            min_int(self.signed, self.narrow, self.output_bits),
+            max_int(self.signed, self.narrow, self.output_bits),
+        )
         return ROUNDING[self.rounding](y)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
