@@ -13,7 +13,7 @@ from patvm.compiler.fuse_packing import fuse_pack_into_epilogue
 from patvm.compiler.layout import blocked_layout_pass, conv2d_legalization
 from patvm.compiler.legalize import NAN_KEEPING_LEGALIZATIONS
 from patvm.compiler.schedules import schedule_pass
-from patvm.compiler.weight_codes import CODES_FUNCTION
+from patvm.compiler.weight_codes import stores_weight_codes
 from patvm.targets import TargetSpec
 from patvm.tensor_intrinsics import cpu_tensor_intrinsics
 
@@ -47,7 +47,7 @@ def lift_weight_expansion(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     """Weights stored as codes (patvm.compiler.weight_codes): their expansion and the weight transforms
     after it move to `main_transform_params`, run once when the module is loaded; before FuseOps, so no
     weight transform is fused into a kernel that runs every inference."""
-    if not any(gv.name_hint == CODES_FUNCTION for gv in mod.get_global_vars()):
+    if not stores_weight_codes(mod):
         return mod
     return relax.transform.LiftTransformParams()(mod)
 

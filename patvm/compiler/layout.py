@@ -4,13 +4,15 @@ Relax's ConvertLayout rewrites every conv2d whose channel counts divide into blo
 OIHW[b]o weights (`desired_layouts`) and carries the layout through the ops after it (BatchNorm, ReLU, the
 residual add, pooling), so consecutive fp32 layers exchange blocked tensors; it inserts layout transforms
 only where a run of them meets an op that wants NCHW (the bit-serial kernels, the classifier). Weight
-transforms act on constants and are folded at compile time. The legalisation that turns the blocked
+transforms act on constants and are folded at compile time (or, on weights stored as codes, run once at
+load time: patvm.compiler.weight_codes). The legalisation that turns the blocked
 conv2d into patvm's kernel is `conv2d_legalization`.
 """
 from __future__ import annotations
 
 import functools
 
+import tvm
 from tvm import relax
 from tvm.ir import Op
 
@@ -36,7 +38,7 @@ def desired_layouts(call: relax.Call) -> dict[str, list[str]]:
     return {"relax.nn.conv2d": [data, kernel]}
 
 
-def blocked_layout_pass() -> tvm.transform.Pass:  # noqa: F821
+def blocked_layout_pass() -> tvm.transform.Pass:
     return relax.transform.ConvertLayout({}, desired_layouts)
 
 

@@ -6,7 +6,8 @@ For a match, at compile time:
            ones, with scale w0 (its counts are the activation planes' window counts);
   input    thresholds -> a [C, N] table for the packer; plane steps d_j; bottom level a0;
   scales   phi[i, j] = s_i * d_j; the bottom-level term sum_c a0[c] * W_bar[o, c, kh, kw] summed over the
-           taps inside the image, as a table per border class (patvm.compiler.ops.bitserial).
+           taps inside the image, as a table indexed by the taps a window has in the padding
+           (patvm.compiler.ops.bitserial).
 At run time: pack_activation_planes (once per quantizer, however many layers it feeds) then
 bitserial_conv2d. The conv PrimFunc is marked out-elementwise-fusable so that Relax's FuseOps folds the
 epilogue (bias, BatchNorm, residual add, ReLU) into it; patvm.compiler.fuse_packing then adds the next

@@ -25,7 +25,7 @@ from patvm.compiler.build import build, prepare
 from patvm.compiler.importer import import_model
 from patvm.compiler.lower import LowerBinaryLayers
 from patvm.compiler.strategy import StrategyPolicy, default_policy
-from patvm.compiler.weight_codes import CODES_FUNCTION
+from patvm.compiler.weight_codes import stores_weight_codes
 from patvm.runtime import CompiledModel, layer_dicts
 from patvm.targets import TargetSpec, resolve_target
 
@@ -80,7 +80,7 @@ class Pipeline:
     def compile(self, model_or_path, start: float | None = None) -> CompiledModel:
         start = time.perf_counter() if start is None else start
         mod, reports, inputs = self.prepared(model_or_path)
-        weight_codes = any(gv.name_hint == CODES_FUNCTION for gv in mod.get_global_vars())
+        weight_codes = stores_weight_codes(mod)
         executable, schedules = build(mod, self.spec, self.database)
         spec = self.spec
         return CompiledModel(executable, spec.name, spec.family,

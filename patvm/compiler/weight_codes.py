@@ -32,6 +32,11 @@ class WeightCodes:
         return int(self.words.nbytes + self.values.nbytes)
 
 
+def stores_weight_codes(mod) -> bool:
+    """Whether a lowered module keeps weights as codes (it then has CODES_FUNCTION)."""
+    return any(gv.name_hint == CODES_FUNCTION for gv in mod.get_global_vars())
+
+
 def encode_weights(weight: np.ndarray) -> WeightCodes | None:
     """The codes of `weight`, or None when it has more than 256 distinct values (kept as fp32)."""
     values, codes = np.unique(weight.astype(np.float32), return_inverse=True)

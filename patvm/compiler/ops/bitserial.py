@@ -38,11 +38,17 @@ class ConvGeometry:
         return (size + 2 * self.pad - self.kernel) // self.stride + 1
 
 
+def taps_in_padding(position, size: int, geometry: ConvGeometry, maximum=max):
+    """The kernel taps the window of output `position` has in the padding before and after the image
+    (`position` an int, or a TIR expression with maximum=tvm.tirx.max)."""
+    first = position * geometry.stride - geometry.pad
+    return maximum(-first, 0), maximum(first + geometry.kernel - size, 0)
+
+
 def clipped_taps(size: int, geometry: ConvGeometry) -> tuple[int, int]:
     """The most kernel taps any output's window has in the padding before and after the image."""
-    k, s, p = geometry.kernel, geometry.stride, geometry.pad
-    outputs = range(geometry.out_size(size))
-    return max(max(0, p - o * s) for o in outputs), max(max(0, o * s - p + k - size) for o in outputs)
+    clipped = [taps_in_padding(o, size, geometry) for o in range(geometry.out_size(size))]
+    return max(before for before, _ in clipped), max(after for _, after in clipped)
 
 
 def bitserial_conv2d(A: te.Tensor, Wp: te.Tensor, phi: te.Tensor, geometry: ConvGeometry,
@@ -78,14 +84,12 @@ def bitserial_conv2d(A: te.Tensor, Wp: te.Tensor, phi: te.Tensor, geometry: Conv
                                      axis=[i, j]),
         name=CONV_BLOCK)
 
-    def clipped(position, size):
-        first = position * s - p
-        return tvm.tirx.max(-first, 0), tvm.tirx.max(first + kh_ - size, 0)
-
     def output(n, o, oh, ow):
         y = conv[n, oh, ow, o]
         if base_table is not None:
-            y = y + base_table[(*clipped(oh, h_), *clipped(ow, w_), o)]
+            rows = taps_in_padding(oh, h_, geometry, tvm.tirx.max)
+            cols = taps_in_padding(ow, w_, geometry, tvm.tirx.max)
+            y = y + base_table[(*rows, *cols, o)]
         return y
 
     return te.compute((n_, o_, oh_, ow_), output, name=OUTPUT_BLOCK)

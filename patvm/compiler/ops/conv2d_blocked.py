@@ -17,9 +17,10 @@ epilogue (BatchNorm, ReLU, residual add) is inlined.
 OIHW[b]o: only output channels blocked, so depthwise weights, with one input channel, block too; the
 legalisation regroups them to OIHW[b]i[b]o at compile time), so a run of fp32 layers stays blocked and
 layout transforms happen only at its edges. A grouped (not depthwise) or dilated conv that ConvertLayout
-blocked is computed by TVM's NCHW conv between unblocking and blocking steps. A conv whose
-channel counts do not divide into blocks (the 3-channel stem) keeps NCHW data at the Relax level: a small
-kernel of its own blocks its input (block = C) and the conv's output block writes NCHW.
+blocked is computed by TVM's NCHW conv between unblocking and blocking steps. A conv with fewer
+input channels than a block (the 3-channel stem) keeps NCHW data at the Relax level: a small kernel of its
+own blocks its input (block = C), and the conv writes blocked output (NCHW output when its output
+channels do not divide into blocks).
 
 Block names are the contract with the schedule: "conv2d_blocked_pad", "conv2d_blocked" or
 "depthwise_conv2d_blocked", "conv2d_blocked_output".
