@@ -90,10 +90,11 @@ class BitSerialCPU(ScheduleRule):
             return None
         pack = PACK_BLOCK if PACK_BLOCK in names else None       # the next layer's packer, fused (fuse_packing)
         last = names[-2] if pack else names[-1]                  # the float output, epilogue inlined into it
-        inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last} | ({pack} if pack else set()) | self._kept_blocks(names))
+        kept = self._kept_blocks(names)
+        inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last} | ({pack} if pack else set()) | kept)
         # between the conv and the packer: the float output, and before it the kernel's float output that a
         # residual add reads when fuse_packing moved a ReLU in (an output block cannot be inlined)
-        epilogue = [b for b in block_names(sch) if b not in {COUNT_BLOCK, CONV_BLOCK, pack} | self._kept_blocks(names)]
+        epilogue = [b for b in block_names(sch) if b not in {COUNT_BLOCK, CONV_BLOCK, pack} | kept]
         conv = sch.get_sblock(CONV_BLOCK)
         counts = sch.get_sblock(COUNT_BLOCK)
         _, _, ow_, o_, nw, na = (int(iv.dom.extent) for iv in sch.get(conv).iter_vars)
