@@ -27,7 +27,7 @@ def load(path: Path, strategy: str):
     import patvm
     if path.suffix == ".onnx":
         return patvm.compile(str(path), target="host", strategy=strategy)
-    return patvm.load_module(path)
+    return patvm.load(path)
 
 
 def profile(compiled, runs: int) -> list[dict]:

@@ -38,7 +38,8 @@ class WeightPlanes:
 
     @property
     def cost(self) -> int:
-        """Planes a bit-serial kernel computes: an offset is one more, all-ones, plane (the window count)."""
+        """Planes, an offset counting as one more: its window counts cost little (once per output pixel,
+        not per channel) but not nothing, so a tie goes to the decomposition without one."""
         return self.count + (self.offset != 0)
 
     def reconstruct(self) -> np.ndarray:

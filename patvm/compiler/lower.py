@@ -2,8 +2,8 @@
 
 For a match, at compile time:
   weights  W_bar -> decompose_weights -> NW {0,1} planes, packed [K, K, NW, CW, O] uint64 (a constant of
-           the module: about NW bits per weight), scales s_i; an offset w0 != 0 is one more plane, all
-           ones, with scale w0 (its counts are the activation planes' window counts);
+           the module: about NW bits per weight), scales s_i; an offset w0 != 0 multiplies the activation
+           planes' window counts (window_phi[j] = w0 * d_j, counted once per output pixel);
   input    thresholds -> a [C, N] table for the packer; plane steps d_j; bottom level a0;
   scales   phi[i, j] = s_i * d_j; the bottom-level term sum_c a0[c] * W_bar[o, c, kh, kw] summed over the
            taps inside the image, as a table indexed by the taps a window has in the padding
@@ -59,10 +59,11 @@ class BinaryLayerConstants:
 
     thresholds: np.ndarray          # [C, N] float32
     binary_planes: int | None       # NA for evenly spaced levels (the count's bits), else None: NA = N
-    packed_weights: np.ndarray      # [K, K, NW, CW, O] uint64 (the last plane all ones when w0 != 0)
+    packed_weights: np.ndarray      # [K, K, NW, CW, O] uint64
     weight_planes: int              # planes of W_bar itself (M)
     phi: np.ndarray                 # [NW, NA] float32
     base_table: np.ndarray | None   # [RA+1, RB+1, CA+1, CB+1, O] float32 (ops.bitserial), None when a0 = 0
+    window_phi: np.ndarray | None   # [NA] float32, w0 * d_j (ops.bitserial), None when w0 = 0
     weight_kind: str
 
     @property
@@ -96,8 +97,7 @@ def binary_layer_constants(match: LayerMatch) -> BinaryLayerConstants:
     bottom = np.broadcast_to(stair.levels[..., 0].astype(np.float64), (channels,))
     wp = decompose_weights(w_bar)
     planes, scales = wp.planes, wp.scales
-    if wp.offset != 0:   # the window counts, in the same loop as the other plane pairs
-        planes, scales = np.concatenate([planes, np.ones((1,) + w_bar.shape, bool)]), np.append(scales, wp.offset)
+    window_phi = (wp.offset * steps).astype(np.float32) if wp.offset != 0 else None
     if len(scales) == 0:  # all weights 0: keep one empty plane so the kernel shape stays regular
         planes, scales = np.zeros((1,) + w_bar.shape, bool), np.zeros(1)
     phi = (scales[:, None] * steps[None, :]).astype(np.float32)
@@ -107,7 +107,8 @@ def binary_layer_constants(match: LayerMatch) -> BinaryLayerConstants:
         height, width = (1, 1) if match.kind == "dense" else (x_shape[2], x_shape[3])
         geometry = ConvGeometry(match.stride, match.pad, int(w_bar.shape[2]))
         table = bottom_level_table(bottom, w_bar, geometry, height, width)
-    return BinaryLayerConstants(thresholds, binary, pack_weight_planes(planes), wp.count, phi, table, wp.kind)
+    return BinaryLayerConstants(thresholds, binary, pack_weight_planes(planes), wp.count, phi, table, window_phi,
+                                wp.kind)
 
 
 def _prim_func(args: list[te.Tensor], out: te.Tensor, pattern: int, kernel: str):
@@ -134,7 +135,9 @@ def make_conv_func(a_shape, consts: BinaryLayerConstants, geometry: ConvGeometry
     args = [A, W, phi]
     base = te.placeholder(consts.base_table.shape, "float32", "base_table") if consts.base_table is not None else None
     args += [base] if base is not None else []
-    out = bitserial_conv2d(A, W, phi, geometry, base)
+    window = te.placeholder(consts.window_phi.shape, "float32", "window_phi") if consts.window_phi is not None else None
+    args += [window] if window is not None else []
+    out = bitserial_conv2d(A, W, phi, geometry, base, window)
     return _prim_func(args, out, OP_PATTERN_OUT_ELEMWISE_FUSABLE, "bitserial_conv2d")
 
 
@@ -229,16 +232,18 @@ class BinaryLayerRewriter(PyExprMutator):
         a_shape = tuple(int(s) for s in packed.ty.shape)
         geometry = ConvGeometry(match.stride, match.pad, int(match.weight.shape[2]))
         key = ("conv", a_shape, consts.packed_weights.shape, consts.phi.shape, geometry,
-               None if consts.base_table is None else consts.base_table.shape)
+               None if consts.base_table is None else consts.base_table.shape, consts.window_phi is not None)
         gv, out_shape = self._global(key, lambda: make_conv_func(a_shape, consts, geometry), "pa_bitserial_conv2d")
         args = [packed, relax.const(consts.packed_weights), relax.const(consts.phi)]
         args += [relax.const(consts.base_table)] if consts.base_table is not None else []
+        args += [relax.const(consts.window_phi)] if consts.window_phi is not None else []
         y = relax.call_tir(gv, args, relax.TensorType(out_shape, "float32"))
         if match.kind == "dense":
             y = relax.op.reshape(self.builder_.emit(y), (out_shape[0], out_shape[1]))
         report.strategy = "bit-serial"
         report.weight_kind = consts.weight_kind
-        report.packed_weight_bytes = int(consts.packed_weights.nbytes + consts.phi.nbytes)
+        report.packed_weight_bytes = int(consts.packed_weights.nbytes + consts.phi.nbytes
+                                         + (consts.window_phi.nbytes if consts.window_phi is not None else 0))
         return y
 
 

@@ -191,8 +191,9 @@ def test_layer_schedule_is_exact_and_builds_for_cuda(case):
     assert any("bitserial" in n for n in names) and any("pack_activation" in n for n in names), names
     assert "bitserial_counts_local" in source          # integer counts in registers, not in global memory
     assert "pack_activation_planes_local" in source    # the packed word is ORed in a register
-    if case.get("abc"):   # the corrections live in the one conv kernel: an all-ones plane, a border table
+    if case.get("abc"):   # the corrections live in the one conv kernel: window counts in registers, a table
         assert sum("bitserial" in n for n in names) == 1 and not any("window" in n or "base" in n for n in names), names
+        assert "bitserial_window_local" in source and "bitserial_window_term_ptr" not in source
 
 
 @pytest.mark.parametrize("target", ["cuda-sm90", "cuda-sm80"])
@@ -285,6 +286,8 @@ def test_tensor_core_schedule_is_exact_and_emits_mma(case):
     spec, mod = scheduled(model, "cuda-sm80", tensor_cores="mma")
     source = cuda_source(tvm.compile(mod, target=spec.tvm_target()))
     assert B1_MMA_PTX in source
+    # ABC's window counts in the combining thread, not in a buffer the host would have to fill
+    assert "bitserial_window_ptr" not in source and "bitserial_window_term_ptr" not in source
     if HAS_NVCC and case == TC_CASES[0]:
         for arch in ("sm_80", "sm_90"):
             assert B1_MMA_PTX in nvcc_ptx(source, arch)

@@ -19,7 +19,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
-from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK
+from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK, WINDOW_BLOCK, WINDOW_TERM_BLOCK
 from patvm.compiler.ops.conv2d_blocked import CONV_BLOCK as BLOCKED_CONV_BLOCK
 from patvm.compiler.ops.conv2d_blocked import DEPTHWISE_BLOCK, output_tile, vector_shape
 from patvm.compiler.ops.conv2d_blocked import PAD_BLOCK as BLOCKED_PAD_BLOCK
@@ -70,6 +70,14 @@ def _tile_loops(sch: s_tir.Schedule, block, extents: dict[str, int], start_after
     return dict(zip(kept, below))
 
 
+def _decompose_below(sch: s_tir.Schedule, block) -> None:
+    """Split the init off a reduction block placed by compute_at (its non-unit reductions innermost)."""
+    loops = sch.get_loops(block)
+    reductions = sum(1 for iv in sch.get(block).iter_vars if iv.iter_type != 0 and int(iv.dom.extent) > 1)
+    if reductions:
+        sch.decompose_reduction(block, loops[len(loops) - reductions])
+
+
 def _cores(target: Target) -> int:
     return int(target.attrs.get("num-cores", 2) or 2)
 
@@ -90,7 +98,8 @@ class BitSerialCPU(ScheduleRule):
             return None
         pack = PACK_BLOCK if PACK_BLOCK in names else None       # the next layer's packer, fused (fuse_packing)
         last = names[-2] if pack else names[-1]                  # the float output, epilogue inlined into it
-        kept = self._kept_blocks(names)
+        window_blocks = [b for b in (WINDOW_BLOCK, WINDOW_TERM_BLOCK) if b in names]
+        kept = self._kept_blocks(names) | set(window_blocks)
         inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last} | ({pack} if pack else set()) | kept)
         # between the conv and the packer: the float output, and before it the kernel's float output that a
         # residual add reads when fuse_packing moved a ReLU in (an output block cannot be inlined)
@@ -113,6 +122,8 @@ class BitSerialCPU(ScheduleRule):
         if len(order) > 1:
             sch.reorder(*order)
         self._schedule_count_tile(sch, tile, o_tile)
+        for name in reversed(window_blocks):   # the window term of the tile's pixels, once for all channels
+            sch.compute_at(sch.get_sblock(name), owo)
         if o_tile > 1:
             sch.vectorize(oi)
         pack_rows = sch.fuse(*sch.get_loops(sch.get_sblock(pack))[:2]) if pack else None   # its (n, h)
@@ -126,6 +137,8 @@ class BitSerialCPU(ScheduleRule):
         if first_reduction is not None:  # after parallel: the init blocks would break its dataflow check
             sch.decompose_reduction(counts, first_reduction)
         sch.decompose_reduction(conv, i)
+        for name in window_blocks:
+            _decompose_below(sch, sch.get_sblock(name))
         self._finish(sch, counts, tile, target)
         return sch
 

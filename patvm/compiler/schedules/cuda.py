@@ -34,7 +34,7 @@ from tvm.s_tir import dlight
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
-from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK
+from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK, WINDOW_BLOCK, WINDOW_TERM_BLOCK
 from patvm.compiler.ops.packing import PACK_BLOCK
 from patvm.compiler.schedules.common import block_names, inline_all_except, loop_extent
 
@@ -147,7 +147,7 @@ class BitSerialCUDA(_SafeRule):
     def schedule(self, func: tirx.PrimFunc, target: Target) -> s_tir.Schedule:
         sch = s_tir.Schedule(func)
         last = block_names(sch)[-1]
-        inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last})
+        inline_all_except(sch, {COUNT_BLOCK, CONV_BLOCK, last, WINDOW_BLOCK, WINDOW_TERM_BLOCK})
 
         conv = sch.get_sblock(CONV_BLOCK)
         counts = sch.get_sblock(COUNT_BLOCK)
@@ -177,6 +177,7 @@ class BitSerialCUDA(_SafeRule):
             try_decompose_reduction(sch, counts, reduce_loops[0])
         for loop in plane_loops:
             sch.unroll(loop)
+        window_in_thread(sch, tx)
         for loop in sch.get_loops(conv)[2:]:    # the phi combine over (i, j): unrolled
             sch.unroll(loop)
         if last != CONV_BLOCK:
@@ -548,10 +549,21 @@ class BitSerialTensorCoreCUDA(ScheduleRule):
         max_threads = _max_threads(target)
         for name in operand_names:
             bind_spatial(sch, sch.get_sblock(name), max_threads)
-        bind_spatial(sch, sch.get_sblock(CONV_BLOCK), max_threads)
+        window_in_thread(sch, bind_spatial(sch, sch.get_sblock(CONV_BLOCK), max_threads))
         if last != CONV_BLOCK:
             bind_spatial(sch, sch.get_sblock(last), max_threads)
         return sch
+
+
+def window_in_thread(sch: s_tir.Schedule, thread_loop) -> None:
+    """The window counts and their term (ABC-Net's weight offset), in registers of the thread that
+    combines the output: recomputed per output channel, as cheap as one more plane pair."""
+    names = block_names(sch)
+    for name in (WINDOW_TERM_BLOCK, WINDOW_BLOCK):    # consumer first: each lands above its consumer
+        if name in names:
+            block = sch.get_sblock(name)
+            sch.compute_at(block, thread_loop)
+            sch.set_scope(block, 0, "local")
 
 
 def _inline_producers(sch: s_tir.Schedule, block) -> None:
