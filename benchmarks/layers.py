@@ -145,6 +145,7 @@ def worker(args) -> dict:
                     if layer["strategy"] != "bit-serial":
                         raise SystemExit(f"{key} {scheme}: patvm did not lower the layer bit-serial: {layer}")
                     timers.append(common.tvm_timer(f"bs-{scheme}", compiled, x))
+                    timers.append(common.run_timer(f"run-{scheme}", compiled, x))
                     keep.append(compiled)
                 elif layer["strategy"] != "bit-serial":
                     timers.append(common.tvm_timer(f"auto-{scheme}", compiled, x))
@@ -172,7 +173,7 @@ def derive(raw: dict, peaks: dict, batch: int) -> list[dict]:
             samples = entry["samples"]
             stats = {name: common.summarize(v) for name, v in samples.items()}
             for scheme, info in entry["schemes"].items():
-                bs, auto = f"bs-{scheme}", f"auto-{scheme}"
+                bs, auto, run = f"bs-{scheme}", f"auto-{scheme}", f"run-{scheme}"
                 auto_name = auto if auto in samples else bs
                 pairs = info["plane_pairs"]
                 bs_ms = stats[bs]["median"]
@@ -189,6 +190,9 @@ def derive(raw: dict, peaks: dict, batch: int) -> list[dict]:
                     "ort_fp32_ms": stats["ort-fp32"], "tvm_fp32_ms": stats["tvm-fp32"], "ort_int8_ms": stats["ort-int8"],
                     "speedup_bit_serial_vs_ort_int8": common.paired_ratio(samples, "ort-int8", bs),
                     "speedup_bit_serial_vs_ort_fp32": common.paired_ratio(samples, "ort-fp32", bs),
+                    "run_ms": stats.get(run),        # CompiledModel.run(x): the kernels plus what a call adds
+                    "run_overhead_us": (stats[run]["median"] - bs_ms) * 1e3 if run in stats else None,
+                    "speedup_run_vs_ort_fp32": common.paired_ratio(samples, "ort-fp32", run) if run in stats else None,
                     "speedup_auto_vs_ort_fp32": common.paired_ratio(samples, "ort-fp32", auto_name),
                     "speedup_bit_serial_vs_tvm_fp32": common.paired_ratio(samples, "tvm-fp32", bs),
                     "speedup_tvm_fp32_vs_ort_fp32": common.paired_ratio(samples, "ort-fp32", "tvm-fp32"),
@@ -214,7 +218,7 @@ def markdown(data: dict) -> str:
         for r in rows:
             auto = "= bit-serial" if r["auto_strategy"] == "bit-serial" else f"{r['auto_strategy']} {common.fmt_ms(r['auto_ms']['median'])}"
             table.append([r["description"], f"{r['macs'] / 1e6:.1f}", r["scheme"], f"{r['M']}x{r['N']}={r['plane_pairs']}",
-                          common.fmt_ms(r["bit_serial_ms"]["median"]), auto,
+                          common.fmt_ms(r["bit_serial_ms"]["median"]), _run_column(r), auto,
                           common.fmt_ms(r["ort_fp32_ms"]["median"]), common.fmt_ms(r["ort_int8_ms"]["median"]),
                           common.fmt_ms(r["tvm_fp32_ms"]["median"]),
                           common.fmt_x(r["speedup_bit_serial_vs_ort_fp32"]["median"]),
@@ -223,17 +227,27 @@ def markdown(data: dict) -> str:
                           common.fmt_pct(r["roofline_fraction"]),
                           f"+-{100 * r['worst_ci_rel']:.1f}%{'' if r['stable'] else ' !'} ({r['rounds']})"])
         lines.append(common.markdown_table(
-            ["layer", "M MACs", "scheme", "planes", "bit-serial ms", "auto ms", "ORT fp32 ms", "ORT int8 ms",
+            ["layer", "M MACs", "scheme", "planes", "bit-serial ms", "run() ms (+us, vs ORT)", "auto ms", "ORT fp32 ms", "ORT int8 ms",
              "patvm fp32 ms", "bit-serial vs ORT", "bit-serial vs ORT int8", "auto vs ORT", "roofline",
              "spread (rounds)"], table))
     lines.append(
         "\nLatencies are medians of samples taken round-robin with every other executor of the same layer; speed-ups "
         "are medians of per-round paired ratios (ORT fp32 / patvm; > 1 = patvm faster). `planes` = weight planes x "
         "activation planes from patvm's report; roofline = planes x MACs / bit-serial time / popcount peak. "
+        "`bit-serial ms` is the Relax VM's call (TVM's time_evaluator); `run()` is `CompiledModel.run(x)` on the "
+        "same build with a fresh numpy input (checked and copied in), with what it adds in us and its speed-up "
+        "over onnxruntime fp32. "
         "`auto`: patvm's default strategy (`= bit-serial` where it picks the bit-serial kernel). spread = the "
         "worst relative half-width of a ~95% interval of the medians of the row ('!' = not within the target "
         "before --max-seconds ran out).\n")
     return "\n".join(lines)
+
+
+def _run_column(r: dict) -> str:
+    if not r.get("run_ms"):
+        return "-"     # a results file from before run() was timed
+    return (f"{common.fmt_ms(r['run_ms']['median'])} (+{r['run_overhead_us']:.0f}, "
+            f"{common.fmt_x(r['speedup_run_vs_ort_fp32']['median'])})")
 
 
 def plot(data: dict, path: Path) -> None:
