@@ -28,7 +28,11 @@ DEFAULT_OUT = HERE / "results"
 sys.path.insert(0, str(REPO))          # `python benchmarks/x.py` from a checkout without the editable install
 
 from patvm.files import atomic_path, atomic_write_bytes  # noqa: E402
-from patvm.host import default_file_mode, usable_cores  # noqa: E402
+from patvm.host import (  # noqa: E402
+    cpuinfo,
+    default_file_mode,
+    usable_cores,
+)
 from patvm.onnx_format.session import onnxruntime_session, session_options  # noqa: E402
 
 # the /proc/cpuinfo flags that matter for these kernels, in the order they are reported
@@ -48,25 +52,6 @@ def progress(msg: str, tag: str = "") -> None:
 
 
 # ---------------------------------------------------------------- machine
-def cpuinfo() -> dict:
-    """CPU model and flags from /proc/cpuinfo (first processor)."""
-    model, flags, mhz = platform.processor() or platform.machine(), set(), None
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key in ("model name", "Model", "Hardware") and model in (platform.processor(), platform.machine(), ""):
-            model = value
-        elif key in ("flags", "Features") and not flags:
-            flags = set(value.split())
-        elif key == "cpu MHz" and mhz is None:
-            mhz = float(value)
-    return {"model": model, "flags": flags, "mhz": mhz}
-
-
 def cpu_features() -> list[str]:
     flags = cpuinfo()["flags"]
     return [f for f in RELEVANT_FLAGS if f in flags]

@@ -4,7 +4,7 @@ roofline), fp32 FMA MACs/s, and int8 VNNI MACs/s where the CPU has VPDPBUSD.
     python benchmarks/roofline.py                  # 1 and 2 threads -> benchmarks/results/roofline.{json,md,png}
     python benchmarks/roofline.py --quick          # a few tenths of a second per kernel
 
-A small C program (benchmarks/roofline.c) is compiled at run time with `gcc -O3 -march=native -fopenmp`
+A small C program (patvm/peaks.c, built by patvm.peaks) is compiled at run time with `cc -O3 -march=native -fopenmp`
 and one -DHAVE_<path> per path /proc/cpuinfo says the CPU has: scalar POPCNT (always), the AVX2 nibble-table
 (VPSHUFB) popcount, AVX-512 VPOPCNTDQ, fp32 FMA (AVX2 / AVX-512), int8 VPDPBUSD (AVX-512 VNNI / AVX-VNNI).
 Every kernel is register-blocked on L1-resident data. Each (path, threads) runs --trials times; the peak is
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,47 +25,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
-SOURCE = common.HERE / "roofline.c"
+from patvm.peaks import PATHS, PeaksUnavailable, available_paths, build, run_once
+
 NAME = "roofline"
-
-# path -> (the /proc/cpuinfo flags it needs, the -D macros it compiles with, kind, unit)
-PATHS = {
-    "popcnt-scalar": ((), (), "popcount", "bit-MAC/s"),
-    "popcnt-avx2-lut": (("avx2",), ("HAVE_AVX2",), "popcount", "bit-MAC/s"),
-    "popcnt-avx512": (("avx512f", "avx512_vpopcntdq"), ("HAVE_AVX512_VPOPCNTDQ",), "popcount", "bit-MAC/s"),
-    "fp32-fma-avx2": (("avx2", "fma"), ("HAVE_AVX2",), "fp32", "MAC/s"),
-    "fp32-fma-avx512": (("avx512f",), ("HAVE_AVX512F",), "fp32", "MAC/s"),
-    "int8-vnni-avx512": (("avx512f", "avx512_vnni"), ("HAVE_AVX512_VNNI",), "int8", "MAC/s"),
-    "int8-vnni-avx": (("avx_vnni",), ("HAVE_AVX_VNNI",), "int8", "MAC/s"),
-}
-X86_ONLY = {p for p in PATHS if p != "popcnt-scalar"}
-
-
-def available_paths(flags: set[str] | None = None, machine: str | None = None) -> list[str]:
-    import platform
-    flags = common.cpuinfo()["flags"] if flags is None else flags
-    x86 = (machine or platform.machine()) == "x86_64"
-    return [p for p, (need, _, _, _) in PATHS.items() if (x86 or p not in X86_ONLY) and all(f in flags for f in need)]
-
-
-def build(paths: list[str], folder: Path) -> Path:
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        raise SystemExit("roofline.py needs gcc (or cc) to build its micro-kernels")
-    macros = sorted({m for p in paths for m in PATHS[p][1]})
-    exe = folder / "roofline"
-    cmd = [gcc, "-O3", "-march=native", "-fopenmp", *(f"-D{m}" for m in macros), str(SOURCE), "-o", str(exe)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"cannot build the roofline kernels:\n{' '.join(cmd)}\n{proc.stderr}")
-    return exe
-
-
-def run_once(exe: Path, path: str, threads: int, seconds: float) -> float:
-    proc = subprocess.run([str(exe), path, str(threads), str(seconds)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"roofline kernel {path} failed: {proc.stderr.strip()}")
-    return float(proc.stdout.split()[2])
 
 
 def measure(threads: list[int], trials: int = 5, seconds: float = 0.4, tag: str = NAME) -> dict:
@@ -75,7 +35,10 @@ def measure(threads: list[int], trials: int = 5, seconds: float = 0.4, tag: str 
     paths = available_paths()
     result = {"paths": paths, "trials": trials, "seconds_per_trial": seconds, "threads": {}}
     with tempfile.TemporaryDirectory(prefix="patvm-roofline-") as tmp:
-        exe = build(paths, Path(tmp))
+        try:
+            exe = build(paths, Path(tmp))
+        except PeaksUnavailable as exc:
+            raise SystemExit(f"roofline.py: {exc}") from None
         common.progress(f"built {len(paths)} kernels: {', '.join(paths)}", tag)
         for t in threads:
             entry = {"paths": {}}

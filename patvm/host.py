@@ -1,8 +1,10 @@
 """Facts about the machine patvm runs on that several parts need: the cores it may use, the file mode new
-files get."""
+files get, the CPU's model and flags."""
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 
 def usable_cores() -> int:
@@ -15,3 +17,22 @@ def default_file_mode(executable: bool = False) -> int:
     umask = os.umask(0)     # the only way to read the umask is to set it: put it straight back
     os.umask(umask)
     return (0o777 if executable else 0o666) & ~umask
+
+
+def cpuinfo() -> dict:
+    """CPU model and flags from /proc/cpuinfo (first processor)."""
+    model, flags, mhz = platform.processor() or platform.machine(), set(), None
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key in ("model name", "Model", "Hardware") and model in (platform.processor(), platform.machine(), ""):
+            model = value
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+        elif key == "cpu MHz" and mhz is None:
+            mhz = float(value)
+    return {"model": model, "flags": flags, "mhz": mhz}

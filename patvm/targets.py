@@ -83,10 +83,7 @@ def host_spec() -> TargetSpec:
     target = {"kind": "llvm", "mcpu": host_cpu(), "num-cores": cores}
     if family == "arm":
         target["mtriple"] = "aarch64-linux-gnu"
-    extra = {}
-    if family == "x86":  # see patvm.compiler.strategy for where these crossovers come from
-        extra["bitserial_max_plane_pairs"] = 10 if host_has_feature("avx512vpopcntdq") else 8
-    return TargetSpec("host", family, target, description="this machine's CPU", extra=extra)
+    return TargetSpec("host", family, target, description="this machine's CPU")
 
 
 def _from_preset(name: str, data: dict) -> TargetSpec:
@@ -94,7 +91,7 @@ def _from_preset(name: str, data: dict) -> TargetSpec:
                       host=data.get("host"), description=data.get("description", ""),
                       cross_compiler=data.get("cross_compiler"), require_asm=tuple(data.get("require_asm", ())),
                       forbid_asm=tuple(data.get("forbid_asm", ())),
-                      extra={k: v for k, v in data.items() if k in ("bitserial_max_plane_pairs", "features")})
+                      extra={k: v for k, v in data.items() if k in ("bitserial_max_plane_pairs", "features", "peaks")})
 
 
 def _from_dict(data: dict) -> TargetSpec:

@@ -1,29 +1,36 @@
 """Per-layer strategy: bit-serial, or the dequantized fp32 conv on the quantizer's exact output.
 
-Both are exact computations of the same layer; which is faster depends on M x N and the target. Popcount
-throughput per fp32 MAC decides: with W weight planes and A activation planes a layer costs W*A/64 words
-per MAC on the bit-serial path and 1 MAC on the fp32 path, so bit-serial wins while
-W * A < 64 * (popcount words/s) / (fp32 MACs/s) -- the target's `bitserial_max_plane_pairs`.
+Both are exact computations of the same layer; which is faster depends on M x N, the layer's shape and the
+machine. `auto` takes the path patvm.compiler.cost_model predicts faster from the target's peaks:
 
-The x86 crossovers below are set from benchmarks/layers.py on an AVX2-only AMD EPYC (busy machine, 1 thread):
-bit-serial (M,N)=(2,2) ran 1.15-1.7x faster than onnxruntime fp32 on ResNet18's 3x3 layers, and TVM's own
-fp32 conv (what the fall-back runs) 1.5x slower than onnxruntime, which puts the break-even near 8 plane pairs;
-AVX-512 VPOPCNTDQ peaks measured on a Sapphire Rapids Xeon (1.15 T bit-MAC/s vs 108 G fp32 MAC/s per
-core) give ~10. ARM and CUDA values are estimates. `patvm tune` replaces the estimate by measurements per layer.
+- `host`: this CPU's, measured once (about a second) and cached (patvm.peaks); where they cannot be
+  measured (no C compiler), the figures of the preset of its family (x86-avx512 with VPOPCNTDQ, else
+  x86-avx2; arm-a72);
+- a preset: the figures in targets/<preset>.json ("peaks": measured on such a CPU by
+  benchmarks/roofline.py, or estimated from the vendor's numbers, as the preset says);
+
+and measured choices (`patvm tune --measure-strategies`, DB/strategies.json) replace the prediction.
+CUDA presets keep a fixed rule, bit-serial up to `bitserial_max_plane_pairs` plane pairs: the GPU kernels
+have not been timed yet, so there is nothing to fit a model to.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from patvm.compiler.cost_model import predict
+from patvm.compiler.workload import WorkloadKey
+from patvm.peaks import Peaks
+
 STRATEGIES = ("auto", "bit-serial", "fp32")
-DEFAULT_MAX_PLANE_PAIRS = {"x86": 8, "arm": 14, "cuda": 64, "cpu": 8}
+HOST_FALLBACK_PRESET = {"x86": "x86-avx2", "arm": "arm-a72", "cpu": "x86-avx2"}
 
 
 @dataclass(frozen=True)
 class StrategyPolicy:
     mode: str = "auto"                  # "auto", "bit-serial" (always, where exact) or "fp32" (never)
-    max_plane_pairs: int = 8
-    measured: dict | None = None        # workload key -> "bit-serial" / "fp32" (from `patvm tune`)
+    peaks: Peaks | None = None          # what `auto` predicts from (CPUs)
+    max_plane_pairs: int | None = None  # or `auto`'s fixed rule (CUDA)
+    measured: dict | None = None        # workload key -> {"strategy", "note"} (from `patvm tune`)
 
     def choose(self, workload: str, plane_pairs: int) -> tuple[str, str]:
         """(strategy, reason) for a layer with `plane_pairs` = weight planes x activation planes."""
@@ -32,16 +39,50 @@ class StrategyPolicy:
         if self.measured and workload in self.measured:
             choice = self.measured[workload]
             return choice["strategy"], f"measured: {choice.get('note', '')}".strip()
-        if plane_pairs <= self.max_plane_pairs:
-            return "bit-serial", ""
-        return "fp32", (f"M*N={plane_pairs} > {self.max_plane_pairs}: dequantized fp32 is faster on this target "
-                        "(estimate; `patvm tune` measures)")
+        if self.peaks is None:
+            if plane_pairs <= self.max_plane_pairs:
+                return "bit-serial", ""
+            return "fp32", f"M*N={plane_pairs} > {self.max_plane_pairs} (this target's fixed rule)"
+        prediction = predict(WorkloadKey.parse(workload), plane_pairs, self.peaks)
+        if prediction.faster == "bit-serial":
+            return "bit-serial", prediction.describe()
+        return "fp32", (f"M*N={plane_pairs}: {prediction.describe()} ({self.peaks.origin}; "
+                        "`patvm tune --measure-strategies` measures)")
+
+
+def preset_peaks(name: str, data: dict) -> Peaks:
+    from patvm.errors import PatvmError
+    figures = data.get("peaks")
+    if not figures:
+        raise PatvmError(f"target preset {name} has no \"peaks\" figures: patvm's strategy `auto` needs them")
+    return Peaks(float(figures["popcount_bit_macs_per_s"]), float(figures["fma_macs_per_s"]),
+                 f"{name} preset figures: {figures.get('source', 'no source given')}")
+
+
+def target_peaks(spec) -> Peaks:
+    """The peaks `auto` predicts from for a CPU target `spec` (see the module docstring)."""
+    from patvm.targets import host_has_feature, list_presets
+    if spec.extra.get("peaks"):
+        return preset_peaks(spec.name, spec.extra)
+    if spec.name == "host":
+        from patvm.peaks import PeaksUnavailable, host_peaks
+        try:
+            return host_peaks()
+        except PeaksUnavailable:
+            pass
+    fallback = HOST_FALLBACK_PRESET.get(spec.family, "x86-avx2")
+    if spec.family == "x86" and spec.name == "host" and host_has_feature("avx512vpopcntdq"):
+        fallback = "x86-avx512"
+    return preset_peaks(fallback, list_presets()[fallback])
 
 
 def default_policy(spec, mode: str = "auto", measured: dict | None = None) -> StrategyPolicy:
     from patvm.errors import PatvmError
     if mode not in STRATEGIES:
         raise PatvmError(f"unknown strategy {mode!r}; one of {', '.join(STRATEGIES)}")
-    limit = spec.extra.get("bitserial_max_plane_pairs") if spec.extra else None
-    return StrategyPolicy(mode, int(limit or DEFAULT_MAX_PLANE_PAIRS.get(spec.family, 8)), measured)
-
+    if mode != "auto":
+        return StrategyPolicy(mode, measured=measured)
+    if spec.family == "cuda":
+        return StrategyPolicy(mode, max_plane_pairs=int(spec.extra.get("bitserial_max_plane_pairs", 64)),
+                              measured=measured)
+    return StrategyPolicy(mode, peaks=target_peaks(spec), measured=measured)

@@ -1,6 +1,7 @@
 /* patvm roofline micro-kernels: peak AND+popcount bit-MACs/s, fp32 FMA and int8 VNNI MACs/s.
  *
- * Built at run time by benchmarks/roofline.py with `gcc -O3 -march=native -fopenmp` plus -DHAVE_<PATH>
+ * Built at run time by patvm/peaks.py (benchmarks/roofline.py, and once per CPU for the compiler's cost
+ * model) with `cc -O3 -march=native -fopenmp` plus -DHAVE_<PATH>
  * for each path /proc/cpuinfo says the CPU has. Every kernel is register-blocked, works on data that stays
  * in L1, and keeps its partial sums in registers, so it measures the core's arithmetic ceiling, not memory.
  *
