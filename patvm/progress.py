@@ -5,11 +5,11 @@ that configures tqdm.
         bar.set(4, postfix="best 0.252 ms")
         message("a line of its own")
 
-On a terminal a bar is tqdm's, redrawn in place, and `message` prints above it (tqdm.write). Anywhere else
-(a pipe, a CI log, pytest's capture) nothing is redrawn and no carriage return is written: a bar prints its
-line as a line of its own when it starts, when it ends, and on updates at most every `log_interval`
-seconds in between (0: on every update, for bars whose updates are few and each worth a line, such as a
-tuning task's measured batches).
+On a terminal a bar is tqdm's, redrawn in place when it changes (its elapsed time moves with it: there is
+no ticker), and `message` prints above it (tqdm.write). Anywhere else (a pipe, a CI log, pytest's capture)
+nothing is redrawn and no carriage return is written: a bar prints its line as a line of its own when it
+starts, when it ends, and on updates at most every `log_interval` seconds in between (0: on every update,
+for bars whose updates are few and each worth a line, such as a tuning task's measured batches).
 """
 from __future__ import annotations
 
@@ -51,9 +51,6 @@ class Bar:
         self._printed_at = -float("inf")
         self._print_line()
 
-    def line(self) -> str:
-        return str(self._tqdm)
-
     def advance(self, steps: int = 1, postfix: str | None = None) -> None:
         self.set(self._tqdm.n + steps, postfix)
 
@@ -73,16 +70,14 @@ class Bar:
             if time.monotonic() - self._printed_at >= self.log_interval:
                 self._print_line()
 
-    def close(self, postfix: str | None = None) -> None:
-        if postfix is not None:
-            self._tqdm.set_postfix_str(postfix, refresh=False)
+    def close(self) -> None:
         if not self.live and not self._tqdm.disable:
             self._print_line()
         self._tqdm.close()
 
     def _print_line(self) -> None:
         if not self.live:
-            self.stream.write(self.line() + "\n")
+            self.stream.write(f"{self._tqdm}\n")
             self.stream.flush()
             self._printed_at = time.monotonic()
 
