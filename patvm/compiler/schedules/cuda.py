@@ -44,6 +44,7 @@ from patvm.compiler.schedules.cuda_threads import (
     target_max_threads,
     try_decompose_reduction,
 )
+from patvm.errors import last_line
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class _SafeRule(ScheduleRule):
             return self.schedule(func, target)
         except Exception as exc:  # noqa: BLE001 - any failure: the generic, correct schedule instead
             logger.warning("%s failed (%s); using dlight's Fallback schedule", type(self).__name__,
-                           (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200])
+                           last_line(exc, 200))
             return dlight.gpu.Fallback().apply(func, target, tunable)
 
 

@@ -14,6 +14,7 @@ from tvm.target import Target
 from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK
 from patvm.compiler.schedules.common import block_names, inline_all_except
 from patvm.compiler.schedules.cuda_threads import bind_spatial, is_cuda, target_max_threads
+from patvm.errors import last_line
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ class BitSerialTensorCoreCUDA(ScheduleRule):
             return self._schedule(func, target)
         except Exception as exc:  # noqa: BLE001 - a shape the normalisation does not cover: popcount kernel
             logger.warning("b1 tensor-core schedule does not apply (%s); using the __popcll kernel",
-                           str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__)
+                           last_line(exc, 200))
             return None
 
     def _intrin(self, name: str) -> str:

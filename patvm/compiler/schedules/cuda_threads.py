@@ -8,6 +8,7 @@ from tvm import s_tir, tirx
 from tvm.target import Target
 
 from patvm.compiler.schedules.common import loop_extent
+from patvm.errors import last_line
 
 logger = logging.getLogger(__name__)
 
@@ -59,4 +60,4 @@ def try_decompose_reduction(sch: s_tir.Schedule, block, loop) -> None:
     try:
         sch.decompose_reduction(block, loop)
     except s_tir.ScheduleError as exc:
-        logger.debug("decompose_reduction refused, init stays in the loop: %s", str(exc).splitlines()[-1])
+        logger.debug("decompose_reduction refused, init stays in the loop: %s", last_line(exc))
