@@ -34,6 +34,7 @@ from patvm.host import (  # noqa: E402
     usable_cores,
 )
 from patvm.onnx_format.session import onnxruntime_session, session_options  # noqa: E402
+from patvm.progress import Bar, message  # noqa: E402
 
 # the /proc/cpuinfo flags that matter for these kernels, in the order they are reported
 RELEVANT_FLAGS = ("popcnt", "sse4_2", "avx", "avx2", "fma", "bmi2", "avx512f", "avx512bw", "avx512vl",
@@ -46,9 +47,9 @@ _T0 = time.perf_counter()
 
 
 def progress(msg: str, tag: str = "") -> None:
-    """One line on stderr with the seconds since start, flushed (workers inherit it)."""
+    """One line on stderr with the seconds since start (above a bar on a terminal; workers inherit it)."""
     prefix = f"[{tag} {time.perf_counter() - _T0:7.1f}s]" if tag else f"[{time.perf_counter() - _T0:7.1f}s]"
-    print(f"{prefix} {msg}", file=sys.stderr, flush=True)
+    message(f"{prefix} {msg}")
 
 
 # ---------------------------------------------------------------- machine
@@ -239,14 +240,19 @@ def interleaved(timers: list[Timer], sample_ms: float, min_rounds: int, max_roun
         t.calibrate(sample_ms)
     start = time.perf_counter()
     rounds, stable = 0, False
-    while rounds < max_rounds:
-        for t in timers:
-            t.samples.append(t.fn(t.number))
-        rounds += 1
-        if rounds >= min_rounds:
-            stable = all(summarize(t.samples)["ci_rel"] <= target_ci for t in timers)
-            if stable or time.perf_counter() - start > max_seconds:
-                break
+    with Bar(max_rounds, f"timing {label}" if label else "timing", unit="rounds") as bar:
+        while rounds < max_rounds:
+            for t in timers:
+                t.samples.append(t.fn(t.number))
+            rounds += 1
+            if rounds >= min_rounds:
+                spreads = [summarize(t.samples)["ci_rel"] for t in timers]
+                stable = all(spread <= target_ci for spread in spreads)
+                bar.set(rounds, f"worst median +-{100 * max(spreads):.1f}%")
+                if stable or time.perf_counter() - start > max_seconds:
+                    break
+            else:
+                bar.set(rounds)
     seconds = time.perf_counter() - start
     if tag:
         worst = max(summarize(t.samples)["ci_rel"] for t in timers)

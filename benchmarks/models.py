@@ -31,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +142,8 @@ def worker(args) -> dict:
             size, seed = args.image_size, args.seed
             twin = artifact_paths(work, None, arch, batch, size, seed, "fp32")
             # TVM's own fp32 build: no patvm tuning database, not even a shipped one
-            twin_meta = ensure_artifact(twin, lambda: build_model(arch, seed=seed, batch=batch, image_size=size),  # noqa: B023 - called in this iteration
+            twin_meta = ensure_artifact(twin, partial(build_model, arch, seed=seed, batch=batch, image_size=size,
+                                                      show_progress=True),
                                         "fp32", tag, f"{arch} (twin) batch {batch}", tuning_db=False)
             out["artifacts"][f"{group}/tvm-fp32"] = twin_meta
             x = np.random.default_rng(seed + 1).standard_normal((batch, 3, size, size), dtype=np.float32)
@@ -155,8 +157,8 @@ def worker(args) -> dict:
             members = []
             for v in [v for v in args.variants if v["arch"] == arch]:
                 paths = artifact_paths(work, v, arch, batch, size, seed, args.strategy)
-                meta = ensure_artifact(paths, lambda v=v: build_model(v["model"], M=v["M"], N=v["N"], seed=seed,  # noqa: B023 - called in this iteration
-                                                                      batch=batch, image_size=size),  # noqa: B023 - called in this iteration
+                meta = ensure_artifact(paths, partial(build_model, v["model"], M=v["M"], N=v["N"], seed=seed,
+                                                      batch=batch, image_size=size, show_progress=True),
                                        args.strategy, tag, f"{v['label']} batch {batch}")
                 out["artifacts"][f"{group}/{v['label']}"] = meta
                 ort_pa = common.ort_session(paths["onnx"], t)

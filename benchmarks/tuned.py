@@ -27,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,8 @@ def worker(args) -> dict:
         for name, tuned in TWIN_BUILDS.items():
             paths = models.artifact_paths(work, None, arch, 1, size, seed, "fp32", "-tuned" if tuned else "")
             out["artifacts"][f"{arch}/{name}"] = models.ensure_artifact(
-                paths, lambda: build_model(arch, seed=seed, image_size=size), "fp32", tag, f"{arch} twin, {name}",  # noqa: B023 - called in this iteration
+                paths, partial(build_model, arch, seed=seed, image_size=size, show_progress=True), "fp32", tag,
+                f"{arch} twin, {name}",
                 tuning_db=db if tuned else False)
             compiled = patvm.load(paths["so"])
             checks[name] = common.rel_error(compiled.run(x)[0], want_fp32)
@@ -109,7 +111,8 @@ def worker(args) -> dict:
                 paths = models.artifact_paths(work, v, arch, 1, size, seed, "auto", suffix)
                 name = f"patvm-{v['label']}{suffix}"
                 out["artifacts"][f"{arch}/{name}"] = models.ensure_artifact(
-                    paths, lambda v=v: build_model(v["model"], M=v["M"], N=v["N"], seed=seed, image_size=size),
+                    paths, partial(build_model, v["model"], M=v["M"], N=v["N"], seed=seed, image_size=size,
+                                   show_progress=True),
                     "auto", tag, name, tuning_db=tuning_db)
                 if want_pa is None:
                     want_pa = common.ort_session(paths["onnx"], t).run(None, {"input": x})[0]

@@ -19,7 +19,7 @@ def cmd_zoo(args) -> None:
     from patvm import zoo
     from patvm.onnx_format import save_model
     model = zoo.build_model(args.name, M=args.M, N=args.N, seed=args.seed, batch=args.batch,
-                            image_size=args.image_size, exact=args.exact)
+                            image_size=args.image_size, exact=args.exact, show_progress=True)
     save_model(model, args.output)
     print(f"wrote {args.output}")
 

@@ -16,6 +16,7 @@ The chain is exact (Y is selected from L), so it is also the fp32 fall-back of a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -26,6 +27,9 @@ from patvm.errors import ModelError, PatvmError, first_line, last_line, require
 from patvm.frontends import qonnx as qonnx_frontend
 from patvm.onnx_format import paquantize
 from patvm.onnx_format.validate import load_model, value_ranks
+
+if TYPE_CHECKING:       # the annotation only: importing this module does not load TVM
+    import tvm
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ def canonicalize_quantizers(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def import_model(model_or_path) -> tuple[tvm.IRModule, onnx.ModelProto, list[GraphInput]]:  # noqa: F821
+def import_model(model_or_path) -> tuple[tvm.IRModule, onnx.ModelProto, list[GraphInput]]:
     """Load, check and convert. Returns (Relax module, the checked ONNX model, its inputs)."""
     from tvm.relax.frontend.onnx import from_onnx
 

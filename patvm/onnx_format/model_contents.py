@@ -70,9 +70,8 @@ def check_acyclic(graph, where: str, source: Source) -> None:
 
 def check_function_recursion(model: onnx.ModelProto, source: Source) -> None:
     """Model-local functions must not call themselves, directly or through others."""
-    key = lambda domain, name, overload: (domain, name, overload)  # noqa: E731
-    functions = {key(f.domain, f.name, f.overload): f for f in model.functions}
-    calls = {k: {key(n.domain, n.op_type, n.overload) for n in f.node} & functions.keys() for k, f in functions.items()}
+    functions = {(f.domain, f.name, f.overload): f for f in model.functions}
+    calls = {k: {(n.domain, n.op_type, n.overload) for n in f.node} & functions.keys() for k, f in functions.items()}
     state: dict[tuple, int] = {}   # 1 = on the current path, 2 = finished
     for start in functions:
         if state.get(start):

@@ -14,7 +14,7 @@ Modules:
     search      the search per task (hand baseline, MetaSchedule, re-measuring the best candidates)
     machines    builder and runner (local or RPC), measuring outside the search
     session     logs, environment, Ctrl-C handling of a run
-    options     SearchOptions;  report: TaskResult, TuneReport;  progress: the stderr lines
+    options     SearchOptions;  report: TaskResult, TuneReport;  progress: a bar per task
     strategies  measured per-layer strategies (strategies.json);  rpc: edge boards;  workers: builder processes
     command     `patvm tune` and `patvm rpc`
 See docs/tuning.md.

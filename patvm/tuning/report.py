@@ -5,7 +5,18 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from patvm.tuning.progress import format_elapsed, format_ms
+
+def format_ms(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    ms = seconds * 1e3
+    return f"{ms:.3f} ms" if ms < 100 else f"{ms:.1f} ms"
+
+
+def format_elapsed(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 @dataclass

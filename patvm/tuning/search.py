@@ -12,7 +12,7 @@ from patvm.targets import TargetSpec
 from patvm.tuning.database import write_meta
 from patvm.tuning.machines import Machines, measure
 from patvm.tuning.options import SearchOptions
-from patvm.tuning.progress import Progress
+from patvm.tuning.progress import TuningProgress
 from patvm.tuning.report import TaskResult
 from patvm.tuning.session import LOG_DIR, stop_if_asked
 from patvm.tuning.tasks import TuningTask, hand_schedule
@@ -28,7 +28,7 @@ class TuningRun:
     meta: dict                      # patvm's notes beside the database (read_meta / write_meta)
     machines: Machines
     options: SearchOptions
-    progress: Progress
+    progress: TuningProgress
     log: logging.Logger
     only: str | None                # search only the tasks whose name contains this
     cores: int                      # the target's cores (MetaSchedule's num_threads)

@@ -26,7 +26,7 @@ from patvm.tensor_intrinsics import cpu_tensor_intrinsics
 from patvm.tuning import database as dbmod
 from patvm.tuning.machines import Machines, check_runnable, target_cores
 from patvm.tuning.options import SearchOptions
-from patvm.tuning.progress import Progress
+from patvm.tuning.progress import TuningProgress
 from patvm.tuning.report import TaskResult, TuneReport
 from patvm.tuning.search import TuningRun, search_tasks
 from patvm.tuning.session import LOG_DIR, LOG_FILE, environment, logs_to_file, sigint_seen
@@ -37,7 +37,7 @@ __all__ = ["LOG_DIR", "LOG_FILE", "SearchOptions", "TaskResult", "TuneReport", "
 
 def tune_model(model, target="host", trials: int = 64, db="tuning", *, rpc_tracker: str | None = None,
                rpc_key: str | None = None, strategy: str = "auto", options: SearchOptions | None = None,
-               progress: Progress | None = None, only: str | None = None) -> TuneReport:
+               progress: TuningProgress | None = None, only: str | None = None) -> TuneReport:
     """Tune every task of `model` for `target` to `trials` searched records each, in folder `db`.
 
     Re-running continues: tasks keep the records `db` holds and only the missing trials run.
@@ -79,7 +79,7 @@ def tune_model(model, target="host", trials: int = 64, db="tuning", *, rpc_track
             raise PatvmError("the model has no kernel to tune")
         store = dbmod.TuningStore(folder)
         meta["target"] = spec.target
-        progress = progress or Progress(len(tasks))
+        progress = progress or TuningProgress(len(tasks))
         progress.total_tasks = len(tasks)
         threads = os.environ.get("TVM_NUM_THREADS") or str(cores if not rpc_tracker else usable_cores())
         with logs_to_file(folder) as log, environment(TVM_NUM_THREADS=threads):

@@ -25,12 +25,14 @@ the same seed a twin has exactly the real weights its binary versions approximat
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from functools import partial
 
 import onnx
 
 from patvm.errors import PatvmError, require
+from patvm.progress import Bar
 from patvm.zoo.builder import NetBuilder
 from patvm.zoo.calibrate import single_threaded_blas
 from patvm.zoo.densenet import build_densenet121
@@ -71,8 +73,9 @@ def _positive_int(value, what: str) -> None:
 
 
 def build_model(name: str, M: int = 4, N: int = 5, seed: int = 0, batch: int = 1, image_size: int = 224,
-                exact: bool = False) -> onnx.ModelProto:
-    """Build, calibrate and check one zoo model (onnx.checker full check); `exact`: see the module doc."""
+                exact: bool = False, show_progress: bool = False) -> onnx.ModelProto:
+    """Build, calibrate and check one zoo model (onnx.checker full check); `exact`: see the module doc.
+    `show_progress`: a bar on stderr counting the layers calibrated (`patvm.progress`)."""
     family, arch = _split(name)
     require(isinstance(exact, bool), f"exact must be True or False, got {exact!r}")
     scheme = Scheme(family, M, N, exact) if family else None
@@ -80,8 +83,9 @@ def build_model(name: str, M: int = 4, N: int = 5, seed: int = 0, batch: int = 1
     _positive_int(image_size, "image size")
     require(image_size >= MIN_IMAGE_SIZE, f"image size must be >= {MIN_IMAGE_SIZE}, got {image_size}")
     require(isinstance(seed, int) and seed >= 0, f"seed must be a non-negative integer, got {seed!r}")
-    with single_threaded_blas():
-        return ARCHITECTURES[arch](NetBuilder(name, scheme, seed, batch, image_size, exact))
+    with single_threaded_blas(), \
+            Bar(None, f"building {name}", unit="layers") if show_progress else contextlib.nullcontext() as bar:
+        return ARCHITECTURES[arch](NetBuilder(name, scheme, seed, batch, image_size, exact, bar))
 
 
 __all__ = ["ARCHITECTURES", "ZOO_NAMES", "build_model", "twin_of"]

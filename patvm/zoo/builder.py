@@ -20,6 +20,7 @@ import onnx
 
 from patvm.errors import require
 from patvm.onnx_format import GraphWriter
+from patvm.progress import Bar
 from patvm.zoo import calibrate
 from patvm.zoo import exact as ex
 from patvm.zoo.schemes import Scheme
@@ -42,8 +43,9 @@ class Act:
 
 class NetBuilder:
     def __init__(self, name: str, scheme: Scheme | None, seed: int, batch: int, image_size: int,
-                 exact: bool = False):
+                 exact: bool = False, progress: Bar | None = None):
         self.writer = GraphWriter(name)
+        self.progress = progress         # counts the conv / FC layers calibrated
         self.scheme = scheme
         self.exact = exact
         # A twin has no quantizer to reset the grid: its sums compound through the depth, so no bound is
@@ -93,8 +95,9 @@ class NetBuilder:
             w = ex.to_dyadic(w, ex.FP_WEIGHT_BITS)
         pad = kernel // 2
         name = self.writer.conv(x.name, w, stride=stride, pad=pad, group=group)
-        return Act(name, calibrate.conv2d(x.data, w, stride, pad, group),
-                   self.budget.conv(x.grid, w, group, binary, name))
+        y = Act(name, calibrate.conv2d(x.data, w, stride, pad, group), self.budget.conv(x.grid, w, group, binary, name))
+        self._layer_done()
+        return y
 
     def batchnorm(self, x: Act) -> Act:
         """Running statistics of x itself, so the output is ~N(beta, gamma^2); gamma ~ 1, beta ~ 0."""
@@ -150,7 +153,13 @@ class NetBuilder:
         w = self.rng.standard_normal((NUM_CLASSES, feats.shape[1]), dtype=np.float32)
         w *= np.float32(np.sqrt(2.0 / feats.shape[1]))
         b = (0.01 * self.rng.standard_normal(NUM_CLASSES)).astype(np.float32)
-        return Act(self.writer.gemm(g, w, b), feats @ w.T + b)
+        y = Act(self.writer.gemm(g, w, b), feats @ w.T + b)
+        self._layer_done()
+        return y
+
+    def _layer_done(self) -> None:
+        if self.progress is not None:
+            self.progress.advance()
 
     def stem(self, x: Act, out_channels: int, kernel: int, stride: int) -> Act:
         """The full-precision first conv -> BN -> ReLU."""

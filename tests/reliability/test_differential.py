@@ -105,5 +105,8 @@ def test_a_rounding_flip_is_told_apart_from_a_wrong_layer(monkeypatch):
 def test_command_line(capsys):
     assert fuzz_main(["--graphs", "1", "--seed", str(CI_SEED), "--start", "7", "--mode", "dyadic", "-v",
                       "--max-steps", "4", "--max-size", "7", "--max-batch", "3"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "graph 7 (dyadic" in out and "fuzz: 1 graphs (1 dyadic)" in out and "0 failures" in out
+    # the bar on stderr, off a terminal as lines: where it started and where it ended
+    assert err.splitlines()[-1].startswith(f"fuzz seed {CI_SEED}  100%") and "1/1 graphs [" in err
+    assert err.splitlines()[-1].endswith(", 0 failures]") and "\r" not in err

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tvm
+from b1_mma_probe import bmma_and_popc_probe
 from tvm import relax, tirx
 from tvm.s_tir import dlight
 
@@ -30,14 +31,9 @@ import patvm
 from patvm import zoo
 from patvm.compiler.build import prepare
 from patvm.compiler.pipeline import frontend
-from patvm.compiler.schedules import cuda as cuda_schedules
 from patvm.compiler.schedules import schedule_pass
-from patvm.compiler.schedules.cuda import (
-    BitSerialTensorCoreCUDA,
-    bmma_and_popc_probe,
-    cuda_rules,
-    cuda_source,
-)
+from patvm.compiler.schedules.cuda import cuda_rules, cuda_source
+from patvm.compiler.schedules.cuda_tensor_cores import TENSOR_CORE_ENV, BitSerialTensorCoreCUDA
 from patvm.targets import cuda_available, resolve_target
 from patvm.zoo import exact
 
@@ -251,9 +247,9 @@ TC_DEFAULT = 3      # the first three by default, the rest with -m slow
 
 
 def test_tensor_core_rule_is_opt_in(monkeypatch):
-    monkeypatch.delenv(cuda_schedules.TENSOR_CORE_ENV, raising=False)
+    monkeypatch.delenv(TENSOR_CORE_ENV, raising=False)
     assert not any(isinstance(r, BitSerialTensorCoreCUDA) for r in cuda_rules())
-    monkeypatch.setenv(cuda_schedules.TENSOR_CORE_ENV, "1")
+    monkeypatch.setenv(TENSOR_CORE_ENV, "1")
     assert isinstance(cuda_rules()[0], BitSerialTensorCoreCUDA)
     # below sm_80 the rule does not apply (no b1 m16n8k256 MMA)
     model, _ = binary_layer_model(kind="conv")
@@ -294,7 +290,7 @@ def test_tensor_core_schedule_is_exact_and_emits_mma(case):
 
 
 def test_patvm_compile_with_tensor_cores(monkeypatch):
-    monkeypatch.setenv(cuda_schedules.TENSOR_CORE_ENV, "1")
+    monkeypatch.setenv(TENSOR_CORE_ENV, "1")
     model, _ = binary_layer_model(kind="conv", C=128, O=64, H=6)
     for target in ("cuda-sm80", "cuda-sm90"):
         assert B1_MMA_PTX in cuda_source(patvm.compile(model, target=target).module)
@@ -333,7 +329,7 @@ def test_b1_mma_probe_on_gpu():
 def test_tensor_core_layer_on_gpu_bit_exact(case, monkeypatch):
     if int(tvm.cuda(0).compute_version.split(".")[0]) < 8:
         pytest.skip("the b1 m16n8k256 MMA needs sm_80+")
-    monkeypatch.setenv(cuda_schedules.TENSOR_CORE_ENV, "1")
+    monkeypatch.setenv(TENSOR_CORE_ENV, "1")
     model, x = binary_layer_model(**case)
     got = patvm.compile(model, target=gpu_target()).run(x)[0]
     want = onnxruntime_run(model, {"x": x})[0]

@@ -183,13 +183,18 @@ def test_twins_ignore_m_and_n():
     zoo.build_model("mobilenet-v1", M=3, N=0, image_size=SIZE)
 
 
-def test_cli_zoo_writes_a_model(tmp_path, capsys):
+def test_cli_zoo_writes_a_model(tmp_path, capfd):      # capfd: the CLI writes Python's stderr to descriptor 2
     path = tmp_path / "m.onnx"
     assert cli.main(["zoo", "abc-mobilenet-v1", "--M", "2", "--N", "3", "--image-size", "32", "--batch", "3",
                      "-o", str(path)]) == 0
-    assert f"wrote {path}" in capsys.readouterr().out
+    captured = capfd.readouterr()
+    assert f"wrote {path}" in captured.out
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
+    # the progress bar counted every conv and the FC; off a terminal, as lines (no redraws)
+    layers = sum(node.op_type in ("Conv", "Gemm") for node in model.graph.node)
+    assert captured.err.splitlines()[-1].startswith(f"building abc-mobilenet-v1  {layers} layers [")
+    assert "\r" not in captured.err
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 3
 
 

@@ -3,6 +3,8 @@ parameters of its quantizer nodes read into patvm.frontends.qonnx.arithmetic ops
 (rewrite.py) and the QCDQ pairs (qcdq.py)."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -176,11 +178,11 @@ def quantizer_op(node: onnx.NodeProto, graph: Graph, as_vectors: bool, rank: int
         if not np.all(np.isfinite(params["zero_point"])):
             raise node_error(node, "zero point must be finite")
         rounding = _rounding(node)
-        make = lambda p: ar.IntQuant(p["scale"], p["zero_point"], bits, signed, narrow, rounding)  # noqa: E731
+        make = partial(ar.IntQuant, bits=bits, signed=signed, narrow=narrow, rounding=rounding)
     elif kind == "BipolarQuant":
         params = {"scale": graph.const(node, 1, "scale")}
         _check_scale(node, params["scale"])
-        make = lambda p: ar.BipolarQuant(p["scale"])  # noqa: E731
+        make = ar.BipolarQuant
     elif kind == "Trunc":
         if len(node.input) != 6:
             raise node_error(node, f"Trunc with {len(node.input)} inputs (version 1) is not supported; patvm takes "
@@ -195,13 +197,13 @@ def quantizer_op(node: onnx.NodeProto, graph: Graph, as_vectors: bool, rank: int
         if not signed and narrow and bits == 1:
             raise node_error(node, "unsigned narrow 1-bit output has a single level (signed/narrow inconsistent)")
         rounding = _rounding(node, "FLOOR")
-        make = lambda p: ar.Trunc(p["scale"], p["zero_point"], p["output_scale"], bits, signed, narrow, rounding)  # noqa: E731
+        make = partial(ar.Trunc, output_bits=bits, signed=signed, narrow=narrow, rounding=rounding)
     else:
         raise node_error(node, f"QONNX op '{kind}' is not supported (patvm takes {', '.join(SUPPORTED)})")
     if not as_vectors:
-        return make(params), 1, None
+        return make(**params), 1, None
     vectors, channels = _channel_vector(node, params, rank, 1)
-    return make(vectors), channels, vectors
+    return make(**vectors), channels, vectors
 
 
 def quantize_with_tables(graph: Graph, node: onnx.NodeProto, x: str, out: str, thr: np.ndarray, lv: np.ndarray
