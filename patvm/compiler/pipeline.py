@@ -30,7 +30,7 @@ from patvm.runtime import CompiledModel, layer_dicts
 from patvm.targets import TargetSpec, resolve_target
 
 
-def frontend(model_or_path, policy: StrategyPolicy | None = None):
+def import_and_lower(model_or_path, policy: StrategyPolicy | None = None):
     """Phases 1-3, import and lowering: (lowered Relax module, layer reports, graph inputs)."""
     mod, _, inputs = import_model(model_or_path)
     lower = LowerBinaryLayers(policy)
@@ -68,13 +68,13 @@ class Pipeline:
     def policy(self) -> StrategyPolicy:
         return default_policy(self.spec, self.strategy, self.measured)
 
-    def frontend(self, model_or_path):
+    def import_and_lower(self, model_or_path):
         """Phases 1-3 with this pipeline's strategy policy: (lowered module, layer reports, inputs)."""
-        return frontend(model_or_path, self.policy)
+        return import_and_lower(model_or_path, self.policy)
 
     def prepared(self, model_or_path):
         """The module right before the build (legalised, fused: one PrimFunc per kernel), reports, inputs."""
-        mod, reports, inputs = self.frontend(model_or_path)
+        mod, reports, inputs = self.import_and_lower(model_or_path)
         return prepare(mod, self.spec), reports, inputs
 
     def compile(self, model_or_path, start: float | None = None) -> CompiledModel:

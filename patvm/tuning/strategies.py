@@ -50,8 +50,8 @@ def _median_alternating(models, x, rounds: int = 7) -> list[float]:
 def measure_strategies(model, target, db_dir, log=sys.stderr) -> dict:
     """Time bit-serial against fp32 for every binary workload of `model`; merge into DB/strategies.json."""
     import patvm
-    from patvm.compiler.pipeline import frontend
-    _, reports, _ = frontend(model, StrategyPolicy("bit-serial"))
+    from patvm.compiler.pipeline import import_and_lower
+    _, reports, _ = import_and_lower(model, StrategyPolicy("bit-serial"))
     workloads = sorted({r.workload for r in reports if r.strategy == "bit-serial"})
     choices = read_strategies(db_dir) or {}
     for k, workload in enumerate(workloads, 1):

@@ -1,7 +1,7 @@
 """Tuning tasks: the PrimFuncs of a model as the build will see them.
 
 The module is made by the pipeline `patvm compile` uses -- `patvm.compiler.pipeline.Pipeline.prepared`:
-the frontend, then `patvm.compiler.build.prepare` (legalise, annotate, fold, fuse) -- so each task's
+import and lowering, then `patvm.compiler.build.prepare` (legalise, annotate, fold, fuse) -- so each task's
 IRModule is structurally equal to what `MetaScheduleApplyDatabase` looks up at build time. Tuning the raw
 module instead finds nothing at build time, silently: `extract_tasks` neither legalises nor fuses, the
 build does, and `AnnotateTIROpPattern` alone changes the structural hash the records are keyed by.
@@ -27,7 +27,7 @@ class TuningTask:
 
 def prepared_module(model, spec: TargetSpec, strategy: str = "auto", db_dir=None):
     """The Relax module right before `build`, made by the compile pipeline itself
-    (`patvm.compiler.pipeline.Pipeline.for_tuning`: the same frontend, the same per-layer strategy policy
+    (`patvm.compiler.pipeline.Pipeline.for_tuning`: the same import and lowering, the same per-layer strategy policy
     with the measured choices in `db_dir`, as `--tuning-db` would read them, the same prepare passes)."""
     from patvm.compiler.pipeline import Pipeline
     return Pipeline.for_tuning(spec, db_dir, strategy).prepared(model)[0]

@@ -9,7 +9,7 @@ import patvm
 from patvm.compiler.build import prepare
 from patvm.compiler.ops.bitserial import CONV_BLOCK
 from patvm.compiler.ops.packing import PACK_BLOCK
-from patvm.compiler.pipeline import frontend
+from patvm.compiler.pipeline import import_and_lower
 from patvm.compiler.schedules.common import block_names
 from patvm.onnx_format import GraphWriter
 from patvm.targets import resolve_target
@@ -31,7 +31,7 @@ def two_layer_model(C=64, O=64, H=8, residual=False, abc=False, per_channel=Fals
 def fused_kernels(model, target="host") -> list[str]:
     """Names of the PrimFuncs that hold both a bit-serial conv and the packer."""
     spec = resolve_target(target)
-    mod, _, _ = frontend(model)
+    mod, _, _ = import_and_lower(model)
     mod = prepare(mod, spec)
     names = []
     for gv, func in mod.functions.items():

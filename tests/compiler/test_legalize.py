@@ -37,7 +37,7 @@ def test_maxpool_matches_onnxruntime(attrs):
 def test_relu_fuses_into_the_conv_before_it():
     """NaN-keeping ReLU is one elementwise op: FuseOps folds it (and BatchNorm) into the conv's kernel."""
     from patvm.compiler.build import prepare
-    from patvm.compiler.pipeline import frontend
+    from patvm.compiler.pipeline import import_and_lower
     from patvm.targets import resolve_target
     g = GraphWriter("conv-bn-relu")
     x = g.input("x", [1, 4, 8, 8])
@@ -47,7 +47,7 @@ def test_relu_fuses_into_the_conv_before_it():
                                         ((rng.random(8) + 0.5, "s"), (rng.random(8), "b"), (rng.random(8), "m"),
                                          (rng.random(8) + 0.5, "v")))], "bn")
     g.output(g.relu(y), [1, 8, 8, 8])
-    mod, _, _ = frontend(g.model())
+    mod, _, _ = import_and_lower(g.model())
     names = [gv.name_hint for gv in prepare(mod, resolve_target("host")).functions]
     assert any("conv2d" in n and n.endswith("relu") for n in names), names
 

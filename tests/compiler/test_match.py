@@ -4,7 +4,7 @@ from conftest import binary_layer_model, dyadic, onnxruntime_run
 
 import patvm
 from patvm.approx import Staircase
-from patvm.compiler.pipeline import frontend
+from patvm.compiler.pipeline import import_and_lower
 from patvm.onnx_format import GraphWriter
 
 
@@ -61,7 +61,7 @@ def test_one_quantizer_feeding_two_layers_is_packed_once():
     b = g.conv(q, rng.choice(values, size=(32, 16, 1, 1)), stride=2)
     g.output(g.add(a, b))
     model = g.model()
-    mod, reports, _ = frontend(model)
+    mod, reports, _ = import_and_lower(model)
     script = mod["main"].script()
     assert script.count("pa_pack_activation_planes") == 1, script
     assert [r.strategy for r in reports] == ["bit-serial", "bit-serial"]
@@ -78,7 +78,7 @@ def test_identical_layer_shapes_share_one_kernel():
         y = g.relu(g.conv(g.pa_quantize(y, stair), rng.choice(np.array([-1.0, 0.0, 1.0], np.float32),
                                                                size=(16, 16, 3, 3)), pad=1))
     g.output(y)
-    mod, reports, _ = frontend(g.model())
+    mod, reports, _ = import_and_lower(g.model())
     kernels = [gv.name_hint for gv, _ in mod.functions_items() if "bitserial" in gv.name_hint]
     assert len(reports) == 3 and len(kernels) == 1
 

@@ -30,7 +30,7 @@ from tvm.s_tir import dlight
 import patvm
 from patvm import zoo
 from patvm.compiler.build import prepare
-from patvm.compiler.pipeline import frontend
+from patvm.compiler.pipeline import import_and_lower
 from patvm.compiler.schedules import schedule_pass
 from patvm.compiler.schedules.cuda import cuda_rules, cuda_source
 from patvm.compiler.schedules.cuda_tensor_cores import TENSOR_CORE_ENV, BitSerialTensorCoreCUDA
@@ -86,7 +86,7 @@ def scheduled(model, target: str = "cuda-sm90", tensor_cores: str | None = None)
     tensor_cores: None (the default rules), "mma" (the b1 tensor-core rule first) or "emulated" (the same
     rule with the serial twins of its tensor intrinsics)."""
     spec = resolve_target(target)
-    mod, _, _ = frontend(model)
+    mod, _, _ = import_and_lower(model)
     mod = prepare(mod, spec)
     with spec.tvm_target():
         if tensor_cores is None:
@@ -254,7 +254,7 @@ def test_tensor_core_rule_is_opt_in(monkeypatch):
     # below sm_80 the rule does not apply (no b1 m16n8k256 MMA)
     model, _ = binary_layer_model(kind="conv")
     spec = resolve_target("cuda-sm90")
-    mod = prepare(frontend(model)[0], spec)
+    mod = prepare(import_and_lower(model)[0], spec)
     func = next(f for gv, f in mod.functions.items() if "bitserial" in gv.name_hint)
     assert BitSerialTensorCoreCUDA().apply(func, tvm.target.Target({"kind": "cuda", "arch": "sm_75"}), False) is None
 

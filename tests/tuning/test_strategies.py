@@ -5,7 +5,7 @@ import numpy as np
 from tuning_helpers import compiler_builders
 
 import patvm
-from patvm.compiler.pipeline import frontend
+from patvm.compiler.pipeline import import_and_lower
 from patvm.compiler.strategy import StrategyPolicy
 from patvm.records import STRATEGY_FILE
 from patvm.tuning.strategies import measure_strategies, stand_in_layer
@@ -16,9 +16,9 @@ onnxruntime_run = compiler_builders().onnxruntime_run
 
 def test_stand_in_layer_has_the_workload_of_the_original():
     model, _ = binary_layer_model(kind="conv", C=16, O=8, H=6, batch=1, stride=2)
-    (report,) = frontend(model, StrategyPolicy("bit-serial"))[1]
+    (report,) = import_and_lower(model, StrategyPolicy("bit-serial"))[1]
     layer, x = stand_in_layer(report.workload)
-    (again,) = frontend(layer, StrategyPolicy("bit-serial"))[1]
+    (again,) = import_and_lower(layer, StrategyPolicy("bit-serial"))[1]
     assert again.workload == report.workload and x.shape == (1, 16, 6, 6)
 
 
