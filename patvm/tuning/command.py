@@ -41,6 +41,9 @@ def add_tune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpc-key", metavar="KEY", help="the board's key at the tracker (see `patvm rpc server`)")
     p.add_argument("--export-best", metavar="DIR", help="after tuning (or alone), write the best record per kernel "
                    "of --db into DIR, merged with what DIR holds (e.g. schedules/x86-avx512)")
+    p.add_argument("--keep-only", nargs="+", metavar="MODEL",
+                   help="with --export-best: DIR keeps only the kernels these models compile to for --target "
+                        "(drops records of kernels that no longer exist)")
     p.add_argument("--repair", action="store_true", help="move broken lines of --db to DB/quarantine/ and exit")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     search = p.add_argument_group("search")
@@ -63,6 +66,8 @@ def run_tune(args) -> None:
         print(f"{args.db}: {len(problems)} broken line(s) moved to {args.db}/{database.QUARANTINE_DIR}/"
               if problems else f"{args.db}: every line is valid")
         return
+    if args.keep_only and not args.export_best:
+        raise PatvmError("--keep-only goes with --export-best DIR")
     if args.model is None and not args.export_best:
         raise PatvmError("give a MODEL to tune (or --export-best DIR / --repair with --db)")
     if args.model is not None:
@@ -92,9 +97,14 @@ def run_tune(args) -> None:
             os._exit(130)
         print(json.dumps(report.as_dict()) if args.json else report.table())
     if args.export_best:
-        result = export.export_best(args.db, args.export_best)
+        keep = None
+        if args.keep_only:
+            from patvm.tuning.tasks import model_workloads
+            keep = set().union(*(model_workloads(m, args.target, args.strategy, args.db) for m in args.keep_only))
+        result = export.export_best(args.db, args.export_best, keep)
         print(f"wrote {args.export_best}: best records of {result['workloads']} kernel(s) "
-              f"({result['updated']} new or faster)")
+              f"({result['updated']} new or faster"
+              + (f", {result['dropped']} no longer used dropped)" if keep is not None else ")"))
 
 
 def add_rpc_arguments(p: argparse.ArgumentParser) -> None:

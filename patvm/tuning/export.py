@@ -37,9 +37,11 @@ def repair_database(folder) -> list[Problem]:
         return loaded.problems
 
 
-def export_best(source, destination) -> dict:
+def export_best(source, destination, keep: set[str] | None = None) -> dict:
     """Keep only the best record per workload of `source` in `destination` (merged with what it holds:
-    the faster record wins). Returns {"workloads": n, "updated": k}. Both must be for the same target."""
+    the faster record wins); with `keep` (workload hashes), only those workloads stay in `destination`
+    (records of kernels no model compiles to any more are dropped). Returns {"workloads": n, "updated": k,
+    "dropped": d}. Both must be for the same target."""
     source = database_folder(source)
     destination = Path(destination)
     src = load_database(source, strict=True, decode="best")
@@ -75,7 +77,8 @@ def export_best(source, destination) -> dict:
                 note = src_meta["tasks"].get(item[0])
                 if note:
                     dst_meta["tasks"][item[0]] = dict(note, best_ms=entry.seconds * 1e3)
-        used = sorted(chosen)
+        used = sorted(i for i in chosen if keep is None or workloads[i][0] in keep)
+        dropped = len(chosen) - len(used)
         renumber = {old: new for new, old in enumerate(used)}
         write_database(destination, [workloads[i] for i in used],
                        [Entry(renumber[i], chosen[i].payload) for i in used])
@@ -86,7 +89,7 @@ def export_best(source, destination) -> dict:
         dst_meta["tasks"] = {k: v for k, v in dst_meta["tasks"].items() if k in {workloads[i][0] for i in used}}
         write_meta(destination, dst_meta)
         _export_strategies(source, destination)
-        return {"workloads": len(used), "updated": updated}
+        return {"workloads": len(used), "updated": updated, "dropped": dropped}
 
 
 def _export_strategies(source: Path, destination: Path) -> None:

@@ -54,6 +54,13 @@ def extract_tasks(mod, spec: TargetSpec) -> list[TuningTask]:
     return tasks
 
 
+def model_workloads(model, target, strategy: str = "auto", db_dir=None) -> set[str]:
+    """The workload hashes of the kernels `model` compiles to for `target` (its tuning tasks)."""
+    from patvm.targets import resolve_target
+    spec = resolve_target(target)
+    return {task.shash for task in extract_tasks(prepared_module(model, spec, strategy, db_dir), spec)}
+
+
 def hand_schedule(task: TuningTask, spec: TargetSpec):
     """patvm's hand schedule for this task as an `s_tir.Schedule` (with its trace), as `build` would
     apply it; an unscheduled Schedule when no rule matches; None when the rules fail."""

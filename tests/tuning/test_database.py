@@ -213,15 +213,25 @@ def test_target_check(valid_db):
 def test_export_best_keeps_one_record_per_workload_and_merges(valid_db, kernels, tmp_path):
     spec, _, tasks = kernels
     out = tmp_path / "schedules" / "x86-test"
-    assert export.export_best(valid_db, out) == {"workloads": 2, "updated": 2}
+    assert export.export_best(valid_db, out) == {"workloads": 2, "updated": 2, "dropped": 0}
     exported = dbmod.load_database(out)
     assert sorted(round(e.seconds, 6) for e in exported.entries) == [4e-5, 2e-4]
     assert export.export_best(valid_db, out)["updated"] == 0       # nothing faster: unchanged
     faster = make_database(tmp_path / "faster", tasks[1:], spec, [[[1e-5]]])
-    assert export.export_best(faster, out) == {"workloads": 2, "updated": 1}
+    assert export.export_best(faster, out) == {"workloads": 2, "updated": 1, "dropped": 0}
     assert sorted(round(e.seconds, 6) for e in dbmod.load_database(out).entries) == [1e-5, 2e-4]
     meta = json.loads((out / dbmod.META_FILE).read_text())
     assert meta["format"] == dbmod.META_FORMAT and "tvm" in meta
+
+
+def test_export_best_keeps_only_the_workloads_asked_for(valid_db, kernels, tmp_path):
+    """--keep-only: records of kernels no listed model compiles to any more leave the folder."""
+    _, _, tasks = kernels
+    out = tmp_path / "schedules" / "x86-test"
+    export.export_best(valid_db, out)
+    assert export.export_best(valid_db, out, keep={tasks[1].shash}) == {"workloads": 1, "updated": 0, "dropped": 1}
+    (left,) = dbmod.load_database(out).workloads
+    assert left[0] == tasks[1].shash
 
 
 def test_export_best_takes_the_measured_strategies_along(db_copy, kernels, tmp_path):

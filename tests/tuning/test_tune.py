@@ -13,7 +13,16 @@ from types import SimpleNamespace
 import numpy as np
 import psutil
 import pytest
-from tuning_helpers import QUICK, alive, patvm_cli, patvm_popen, process_tree, save_tiny_model, stop_tree
+from tuning_helpers import (
+    QUICK,
+    alive,
+    compiler_builders,
+    patvm_cli,
+    patvm_popen,
+    process_tree,
+    save_tiny_model,
+    stop_tree,
+)
 
 from patvm import records
 from patvm.tuning import database as dbmod
@@ -205,6 +214,23 @@ def test_export_best_from_the_cli(tuned, tmp_path, capsys):
     meta = json.loads((out / dbmod.META_FILE).read_text())
     names = sorted(t["name"] for t in meta["tasks"].values())
     assert names[0].startswith("fused_pa_bitserial_conv2d_add") and names[1] == "pa_pack_activation_planes"
+
+
+def test_export_keeps_only_the_kernels_of_the_models_named(tuned, tmp_path, capsys):
+    from patvm.onnx_format import save_model
+    out = tmp_path / "schedules" / "host"
+    code, stdout, err = cli(capsys, "tune", "--db", tuned.db, "--export-best", out, "--strategy", "bit-serial",
+                            "--keep-only", tuned.model_path)
+    assert code == 0 and "best records of 2 kernel(s)" in stdout and "0 no longer used dropped" in stdout, err
+    # a model with other shapes compiles to other kernels: the tiny model's records leave the folder
+    wider = tmp_path / "wider.onnx"
+    save_model(compiler_builders().binary_layer_model(kind="conv", C=16, O=16, H=10, batch=1)[0], wider)
+    code, stdout, err = cli(capsys, "tune", "--db", tuned.db, "--export-best", out, "--strategy", "bit-serial",
+                            "--keep-only", wider)
+    assert code == 0 and "best records of 0 kernel(s)" in stdout and "2 no longer used dropped" in stdout, err
+    assert dbmod.load_database(out, must_exist=False).workloads == []
+    code, _, err = cli(capsys, "tune", "--db", tuned.db, "--keep-only", wider)
+    assert code == 2 and "--keep-only goes with --export-best" in err
 
 
 def test_another_target_needs_another_folder(tuned, capsys):
