@@ -10,7 +10,7 @@ import tvm
 from tvm import relax
 
 from patvm.compiler.fuse_packing import fuse_pack_into_epilogue
-from patvm.compiler.layout import blocked_layout_pass, conv2d_legalization
+from patvm.compiler.layout import blocked_layout_pass, conv2d_legalization, plain_elementwise
 from patvm.compiler.legalize import NAN_KEEPING_LEGALIZATIONS
 from patvm.compiler.schedules import schedule_pass
 from patvm.compiler.weight_codes import stores_weight_codes
@@ -30,7 +30,7 @@ def prepare_passes(spec: TargetSpec) -> list:
         # normalisation and the ReLU after it into the conv's epilogue
         relax.transform.CanonicalizeBindings(),
         relax.transform.DeadCodeElimination(),
-        *([blocked_layout_pass()] if cpu else []),
+        *([blocked_layout_pass(), plain_elementwise] if cpu else []),
         relax.transform.LegalizeOps(legalizations),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),

@@ -3,7 +3,10 @@
 Relax's ConvertLayout rewrites every conv2d whose channel counts divide into blocks to NCHW[b]c data and
 OIHW[b]o weights (`desired_layouts`) and carries the layout through the ops after it (BatchNorm, ReLU, the
 residual add, pooling), so consecutive fp32 layers exchange blocked tensors; it inserts layout transforms
-only where a run of them meets an op that wants NCHW (the bit-serial kernels, the classifier). Weight
+only where a run of them meets an op that wants NCHW (the bit-serial kernels, the classifier); and
+`plain_elementwise` moves back to NCHW the elementwise ops whose inputs all exist in NCHW (a residual add
+between two bit-serial layers whose shortcut comes from a blocked max-pool), so that no blocked detour is
+left between bit-serial layers. Weight
 transforms act on constants and are folded at compile time (or, on weights stored as codes, run once at
 load time: patvm.compiler.weight_codes). The legalisation that turns the blocked
 conv2d into patvm's kernel is `conv2d_legalization`.
@@ -15,6 +18,7 @@ import functools
 import tvm
 from tvm import relax
 from tvm.ir import Op
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from patvm.compiler.ops.conv2d_blocked import legalize_conv2d
 
@@ -45,3 +49,78 @@ def blocked_layout_pass() -> tvm.transform.Pass:
 def conv2d_legalization():
     """relax.nn.conv2d -> patvm's blocked kernel where it applies, TVM's own legalisation otherwise."""
     return functools.partial(legalize_conv2d, block=CHANNEL_BLOCK, fallback=_TVM_CONV2D)
+
+
+ELEMENTWISE_OPS = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
+                   "relax.minimum", "relax.nn.relu", "relax.clip"}
+
+
+def _op_name(expr) -> str | None:
+    return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, Op) else None
+
+
+def _ndim(expr) -> int:
+    return int(getattr(expr.ty, "ndim", -1))
+
+
+@mutator
+class _PlainElementwise(PyExprMutator):
+    """See plain_elementwise. `unblocked[x]`: the first binding var of layout_transform(x) back to NCHW;
+    `position`: each binding var's place in the block (an NCHW twin is used only where it is defined)."""
+
+    def __init__(self, mod, var2val, unblocked, position):
+        super().__init__(mod)
+        self.var2val = var2val
+        self.unblocked = unblocked
+        self.position = position
+        self.plain_memo: dict = {}
+
+    def plain(self, expr, before: int):
+        """An NCHW expression equal to blocked `expr`, defined before binding `before`, or None."""
+        if not isinstance(expr, relax.Var):
+            return None
+        if expr in self.plain_memo:
+            return self.plain_memo[expr]
+        result = None
+        value = self.var2val.get(expr)
+        if _op_name(value) == "relax.layout_transform" and _ndim(value.args[0]) == _ndim(expr) - 1:
+            result = self.visit_expr(value.args[0])            # blocked from NCHW: the NCHW original
+        elif expr in self.unblocked and self.position[self.unblocked[expr]] < before:
+            result = self.visit_expr(self.unblocked[expr])     # converted back already, by ConvertLayout
+        elif _op_name(value) in ELEMENTWISE_OPS:
+            args = [self.plain(a, before) for a in value.args]
+            if all(a is not None for a in args):
+                result = self.builder_.emit(relax.Call(value.op, args, value.attrs, value.ty_args))
+        if result is not None:
+            self.plain_memo[expr] = result
+        return result
+
+    def visit_call_(self, call):
+        if _op_name(call) == "relax.layout_transform" and _ndim(call.args[0]) == _ndim(call) + 1:
+            source = call.args[0]
+            plain = self.plain(source, self.position[self.unblocked[source]])
+            if plain is not None:
+                return plain
+        return super().visit_call_(call)
+
+
+@tvm.transform.module_pass(opt_level=0, name="patvm.PlainElementwise")
+def plain_elementwise(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """After ConvertLayout: a transform back to NCHW of an elementwise op's blocked output, where every
+    input of that op also exists in NCHW, becomes the op on the NCHW inputs (the blocked chain it undid
+    is then dead). ConvertLayout blocks such an op when one input is blocked (a shortcut from a blocked
+    max-pool), though its result only feeds NCHW consumers (the bit-serial layers' packers)."""
+    func = mod["main"]
+    var2val = relax.analysis.get_var2val(func)
+    bindings = [b for block in func.body.blocks for b in block.bindings]
+    position = {b.var: k for k, b in enumerate(bindings)}
+    unblocked = {}
+    for b in bindings:
+        if _op_name(b.value) == "relax.layout_transform" and _ndim(b.value.args[0]) == _ndim(b.var) + 1:
+            unblocked.setdefault(b.value.args[0], b.var)
+    if not unblocked:
+        return mod
+    rewriter = _PlainElementwise(mod, var2val, unblocked, position)
+    new_main = rewriter.visit_expr(func)
+    rewriter.builder_.update_func(rewriter.builder_.get().get_global_var("main"), new_main)
+    return relax.transform.DeadCodeElimination()(rewriter.builder_.get())

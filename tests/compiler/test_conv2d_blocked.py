@@ -65,6 +65,36 @@ def test_a_residual_run_stays_blocked_and_uses_fma():
     assert sum("layout_transform" in k for k in kernels) == 2, kernels
 
 
+def test_a_shortcut_between_bit_serial_layers_goes_back_to_nchw_once():
+    """fp32 conv -> max-pool (blocked) -> PA conv -> + the pool's output -> ReLU -> PA conv: the add and
+    the ReLU run in NCHW, inside the first PA conv's kernel; the pool's output is unblocked once, not
+    blocked again for the add and unblocked for the next packer (patvm.compiler.layout.plain_elementwise)."""
+    from patvm.zoo.schemes import Scheme
+    rng = np.random.default_rng(3)
+    scheme = Scheme("pa", 2, 1)
+    g = GraphWriter("shortcut")
+    x = g.input("x", [1, 16, 16, 16])
+    pool = g.maxpool(g.relu(g.conv(x, rng.standard_normal((16, 16, 3, 3)).astype(np.float32) / 12, None, pad=1)),
+                     3, 2, 1)
+    sample = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
+
+    def binary_conv(t):
+        return g.conv(g.pa_quantize(t, scheme.staircase(sample)),
+                      scheme.approximate(rng.standard_normal((16, 16, 3, 3)).astype(np.float32) / 12), pad=1)
+
+    g.output(binary_conv(g.relu(g.add(binary_conv(pool), pool))))
+    model = g.model()
+    inp = rng.standard_normal((1, 16, 16, 16)).astype(np.float32)
+    compiled = patvm.compile(model, target="host", tuning_db=False)
+    assert [la["strategy"] for la in compiled.layers] == ["fp32", "bit-serial", "bit-serial"], compiled.report()
+    want = onnxruntime_output(model, inp)
+    np.testing.assert_allclose(compiled.run(inp)[0], want, rtol=0, atol=1e-4 * np.abs(want).max())
+    kernels = set(re.findall(r"^__tvm_ffi_(\w+):", module_source(compiled.module.mod), re.M))
+    transforms = sorted(k for k in kernels if "layout_transform" in k)
+    assert len(transforms) == 2, kernels        # the input's blocking and the pool's unblocking
+    assert any("bitserial" in k and "add" in k and "relu" in k for k in kernels), kernels
+
+
 def test_register_tile_fits_the_registers_and_wastes_little():
     assert output_tile(56, lanes=8, registers=16, block=16) == 6     # AVX2: 6 pixels x 2 vectors = 12 accumulators
     assert output_tile(7, lanes=8, registers=16, block=16) == 4      # 7 -> 8 padded, not 12
