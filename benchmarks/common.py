@@ -154,17 +154,21 @@ def tvm_timer(name: str, compiled, x) -> Timer:
     return Timer(name, lambda number: float(compiled.time(x, number=number, repeat=1, min_repeat_ms=0)[0]))
 
 
-def run_timer(name: str, compiled, x) -> Timer:
-    """One sample = the mean of `number` calls of `compiled.run(x)`, what a user calls (inputs checked and
-    copied in, outputs returned), after one untimed call."""
+def loop_timer(name: str, call) -> Timer:
+    """One sample = the mean of `number` calls of `call()` in a Python loop, after one untimed call."""
     def run(number: int) -> float:
-        compiled.run(x)
+        call()
         start = time.perf_counter()
         for _ in range(number):
-            compiled.run(x)
+            call()
         return (time.perf_counter() - start) * 1e3 / number
 
     return Timer(name, run)
+
+
+def run_timer(name: str, compiled, x) -> Timer:
+    """`compiled.run(x)`, what a user calls (inputs checked and copied in, outputs returned)."""
+    return loop_timer(name, lambda: compiled.run(x))
 
 
 def ort_session(model_or_path, threads: int):
@@ -217,15 +221,7 @@ def ort_timer(name: str, session, feeds: dict) -> Timer:
     for out in session.get_outputs():
         binding.bind_output(out.name)
     session.run_with_iobinding(binding)
-
-    def run(number: int) -> float:
-        session.run_with_iobinding(binding)
-        start = time.perf_counter()
-        for _ in range(number):
-            session.run_with_iobinding(binding)
-        return (time.perf_counter() - start) * 1e3 / number
-
-    return Timer(name, run)
+    return loop_timer(name, lambda: session.run_with_iobinding(binding))
 
 
 def interleaved(timers: list[Timer], sample_ms: float, min_rounds: int, max_rounds: int, max_seconds: float,

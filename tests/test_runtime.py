@@ -6,12 +6,17 @@ import patvm
 from patvm.onnx_format import GraphWriter
 
 
-def test_outputs_survive_later_runs_even_when_they_view_the_input():
+def reshape_and_relu():
+    """x [2, 3] -> (its reshape to [3, 2]: a view of the input, relu(x)), compiled for the host."""
     g = GraphWriter("views")
     x = g.input("x", [2, 3])
     g.output(g.node("Reshape", [x, g.constant(np.array([3, 2], np.int64), "shape")], "reshape"), [3, 2])
     g.output(g.relu(x), [2, 3], name="relu")
-    compiled = patvm.compile(g.model(), target="host")
+    return patvm.compile(g.model(), target="host")
+
+
+def test_outputs_survive_later_runs_even_when_they_view_the_input():
+    compiled = reshape_and_relu()
     first = compiled.run(np.arange(6, dtype=np.float32).reshape(2, 3) - 2)
     second = compiled.run(np.full((2, 3), 7, np.float32))
     np.testing.assert_array_equal(first[0].ravel(), np.arange(6) - 2)
@@ -29,11 +34,7 @@ def aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
 
 
 def test_aligned_inputs_are_read_in_place_and_buffers_can_be_filled():
-    g = GraphWriter("inputs")
-    x = g.input("x", [2, 3])
-    g.output(g.node("Reshape", [x, g.constant(np.array([3, 2], np.int64), "shape")], "reshape"), [3, 2])
-    g.output(g.relu(x), [2, 3], name="relu")
-    compiled = patvm.compile(g.model(), target="host")
+    compiled = reshape_and_relu()
     values = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
     caller = aligned(values)
     assert compiled._zero_copy(caller) is not None            # taken as it is, not copied
