@@ -123,4 +123,7 @@ def plain_elementwise(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     rewriter = _PlainElementwise(mod, var2val, unblocked, position)
     new_main = rewriter.visit_expr(func)
     rewriter.builder_.update_func(rewriter.builder_.get().get_global_var("main"), new_main)
-    return relax.transform.DeadCodeElimination()(rewriter.builder_.get())
+    # the replaced transforms are now bindings of a var to a var: canonicalised away, so that the packer
+    # sees the bit-serial group as its producer (patvm.compiler.fuse_packing)
+    rewritten = relax.transform.CanonicalizeBindings()(rewriter.builder_.get())
+    return relax.transform.DeadCodeElimination()(rewritten)
