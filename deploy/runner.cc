@@ -257,6 +257,13 @@ int main(int argc, char** argv) {
       Any expanded = vm->GetFunction("main_transform_params").value()((*codes)());
       std::vector<Tensor> weights;
       Flatten(expanded, &weights);
+      // "main" takes the inputs, then the weights: count the inputs here, where the user can fix them
+      if (auto arity = vm->GetFunction("get_function_arity")) {
+        int64_t expected = (*arity)(std::string("main")).cast<int64_t>() - static_cast<int64_t>(weights.size());
+        if (expected != static_cast<int64_t>(inputs.size()))
+          throw std::runtime_error("main expects " + std::to_string(expected) + " arguments (model inputs), got " +
+                                   std::to_string(inputs.size()));
+      }
       for (const Tensor& w : weights) args.emplace_back(w);
     }
     std::vector<tvm::ffi::AnyView> views(args.begin(), args.end());

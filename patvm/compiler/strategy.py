@@ -22,6 +22,9 @@ from patvm.compiler.workload import WorkloadKey
 from patvm.peaks import Peaks
 
 STRATEGIES = ("auto", "bit-serial", "fp32")
+# fp32 only where predicted this much faster: the model is fitted to +-25% or so, and near the crossover
+# the bit-serial kernel (weights packed at run time too) is the safer side
+FP32_MARGIN = 1.25
 HOST_FALLBACK_PRESET = {"x86": "x86-avx2", "arm": "arm-a72", "cpu": "x86-avx2"}
 
 
@@ -44,7 +47,7 @@ class StrategyPolicy:
                 return "bit-serial", ""
             return "fp32", f"M*N={plane_pairs} > {self.max_plane_pairs} (this target's fixed rule)"
         prediction = predict(WorkloadKey.parse(workload), plane_pairs, self.peaks)
-        if prediction.faster == "bit-serial":
+        if prediction.fp32_s * FP32_MARGIN >= prediction.bit_serial_s:
             return "bit-serial", prediction.describe()
         return "fp32", (f"M*N={plane_pairs}: {prediction.describe()} ({self.peaks.origin}; "
                         "`patvm tune --measure-strategies` measures)")
