@@ -43,9 +43,9 @@ class Prediction:
     bit_serial_s: float
     fp32_s: float
 
-    @property
-    def faster(self) -> str:
-        return "bit-serial" if self.bit_serial_s <= self.fp32_s else "fp32"
+    def choice(self, fp32_margin: float) -> str:
+        """fp32 where it is predicted `fp32_margin` times faster, else bit-serial."""
+        return "fp32" if self.fp32_s * fp32_margin < self.bit_serial_s else "bit-serial"
 
     def describe(self) -> str:
         return f"predicted bit-serial {self.bit_serial_s * 1e3:.3g} ms, fp32 {self.fp32_s * 1e3:.3g} ms"

@@ -47,7 +47,7 @@ class StrategyPolicy:
                 return "bit-serial", ""
             return "fp32", f"M*N={plane_pairs} > {self.max_plane_pairs} (this target's fixed rule)"
         prediction = predict(WorkloadKey.parse(workload), plane_pairs, self.peaks)
-        if prediction.fp32_s * FP32_MARGIN >= prediction.bit_serial_s:
+        if prediction.choice(FP32_MARGIN) == "bit-serial":
             return "bit-serial", prediction.describe()
         return "fp32", (f"M*N={plane_pairs}: {prediction.describe()} ({self.peaks.origin}; "
                         "`patvm tune --measure-strategies` measures)")
