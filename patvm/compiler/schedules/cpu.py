@@ -58,13 +58,16 @@ def _parallel_outer(sch: s_tir.Schedule, block, spatial_count: int, cores: int) 
     sch.parallel(sch.fuse(*fused) if len(fused) > 1 else fused[0])
 
 
+def _loops_below(sch: s_tir.Schedule, block, loop) -> list:
+    """The loops of `block` nested inside `loop`."""
+    loops, anchor = sch.get_loops(block), sch.get_sref(loop)
+    return loops[next(k for k, lp in enumerate(loops) if sch.get_sref(lp).same_as(anchor)) + 1:]
+
+
 def _tile_loops(sch: s_tir.Schedule, block, extents: dict[str, int], start_after) -> dict:
     """Name the loops of `block` below `start_after` after a compute_at, which drops unit-extent loops:
     the remaining loops follow `extents` (name -> tile extent, in loop order), one per extent > 1."""
-    loops = sch.get_loops(block)
-    anchor = sch.get_sref(start_after)
-    position = next(k for k, lp in enumerate(loops) if sch.get_sref(lp).same_as(anchor))
-    below = loops[position + 1:]
+    below = _loops_below(sch, block, start_after)
     kept = [name for name, extent in extents.items() if extent > 1]
     assert [loop_extent(sch, lp) for lp in below] == [extents[k] for k in kept], "unexpected loop nest"
     return dict(zip(kept, below))
@@ -145,9 +148,14 @@ class BitSerialCPU(ScheduleRule):
         if o_tile > 1:
             sch.vectorize(oi)
         pack_rows = sch.fuse(*sch.get_loops(sch.get_sblock(pack))[:2]) if pack else None   # its (n, h)
-        # per output row, right after that row's conv: the epilogue, then the next layer's packer
+        # per register tile, right after its conv: the epilogue, writing the tile's NCHW outputs from registers
+        # (per row it was a strided scalar transpose, the costliest part of a 1x1 conv); then per output row
+        # the next layer's packer
         for name in epilogue:
-            sch.reverse_compute_at(sch.get_sblock(name), row)
+            block = sch.get_sblock(name)
+            sch.reverse_compute_at(block, oo)
+            for loop in _loops_below(sch, block, oo):
+                sch.unroll(loop)
         if pack:
             row = sch.merge(row, pack_rows)
         sch.parallel(row)
