@@ -86,9 +86,9 @@ def _cores(target: Target) -> int:
 
 
 def _vectorize_pack(sch: s_tir.Schedule, block, target: Target) -> None:
-    """The packer's innermost loops (w, j, cw, k): the words of `lanes` neighbouring pixels built at once
-    in a vector register (contiguous NCHW loads along w, one threshold broadcast per bit), then stored;
-    scalar, each word was 64 loads strided over channels."""
+    """The packer's innermost loops (w, j, cw, k): the words of a vector of neighbouring pixels built at
+    once in registers (contiguous NCHW loads along w, one threshold broadcast per bit), then stored; one
+    word at a time would be 64 loads strided over channels."""
     w, j, cw, k = sch.get_loops(block)[-4:]
     lanes = vector_lanes_u64(target)
     width = largest_divisor(loop_extent(sch, w), (2 * lanes, lanes, 7, 4, 2))
@@ -149,8 +149,8 @@ class BitSerialCPU(ScheduleRule):
             sch.vectorize(oi)
         pack_rows = sch.fuse(*sch.get_loops(sch.get_sblock(pack))[:2]) if pack else None   # its (n, h)
         # per register tile, right after its conv: the epilogue, writing the tile's NCHW outputs from registers
-        # (per row it was a strided scalar transpose, the costliest part of a 1x1 conv); then per output row
-        # the next layer's packer
+        # (a whole row's would be a strided scalar transpose, the costliest part of a 1x1 conv); then per
+        # output row the next layer's packer
         for name in epilogue:
             block = sch.get_sblock(name)
             sch.reverse_compute_at(block, oo)
@@ -159,7 +159,7 @@ class BitSerialCPU(ScheduleRule):
         if pack:
             row = sch.merge(row, pack_rows)
         sch.parallel(row)
-        if pack:
+        if pack:   # after parallel, as every decompose_reduction here
             _vectorize_pack(sch, sch.get_sblock(pack), target)
         first_reduction = next((tile[k] for k in ("kh", "kw", "cw") if k in tile), None)
         if first_reduction is not None:  # after parallel: the init blocks would break its dataflow check
