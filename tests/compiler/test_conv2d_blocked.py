@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 
 import patvm
-from patvm.compiler.ops.conv2d_blocked import nchw_blocks, output_tile
+from patvm.compiler.ops.conv2d_blocked import nchw_blocks, output_tile, register_tile
 from patvm.onnx_format import GraphWriter
 from patvm.runtime import module_source
 
@@ -100,6 +100,15 @@ def test_register_tile_fits_the_registers_and_wastes_little():
     assert output_tile(7, lanes=8, registers=16, block=16) == 4      # 7 -> 8 padded, not 12
     assert output_tile(14, lanes=8, registers=16, block=16) == 5     # 14 -> 15
     assert output_tile(56, lanes=16, registers=32, block=16) == 14   # AVX-512: one vector per block
+    assert output_tile(7, lanes=16, registers=32, block=32) == 7     # the whole row, not 12 padded
+    # AVX-512: two 16-channel blocks per tile, so each broadcast feeds two FMAs; AVX2 and NEON: one block is
+    # already two (four) vectors; depthwise: one block
+    assert register_tile(56, 8, lanes=16, registers=32, block=16) == (14, 2)
+    assert register_tile(7, 32, lanes=16, registers=32, block=16) == (7, 2)
+    assert register_tile(56, 3, lanes=16, registers=32, block=16) == (14, 1)
+    assert register_tile(56, 8, lanes=16, registers=32, block=16, depthwise=True) == (14, 1)
+    assert register_tile(56, 8, lanes=8, registers=16, block=16) == (6, 1)
+    assert register_tile(56, 8, lanes=4, registers=32, block=16) == (output_tile(56, 4, 32, 16), 1)
     assert nchw_blocks(3, 64, 16) == (3, 16) and nchw_blocks(24, 16, 16) is None and nchw_blocks(16, 24, 16) == (16, 8)
 
 

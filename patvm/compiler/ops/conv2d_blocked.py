@@ -133,13 +133,24 @@ def block_oihw(w: te.Tensor, ib: int, ob: int) -> te.Tensor:
 
 # ------------------------------------------------------------------------------------------ register tile
 def output_tile(width: int, lanes: int, registers: int, block: int) -> int:
-    """Output pixels per register tile for a `block`-channel output block: as many as the vector registers
-    hold besides the weight vectors and one broadcast, chosen to waste the least padded width."""
+    """Output pixels per register tile for `block` output channels: as many as the vector registers hold
+    besides the weight vectors and one broadcast, chosen to waste the least padded width."""
     vectors = max(1, block // lanes)
     widest = max(1, min(14, (registers - vectors - 1) // vectors))
-    candidates = range(max(1, widest - 2), widest + 1)
+    candidates = {*range(max(1, widest - 2), widest + 1), *([width] if width <= widest else [])}
     # each tile also loads its weight vectors once per reduction step: a wider tile amortises that
     return min(candidates, key=lambda t: (ceil_to(width, t) // t * (t + vectors), -t))
+
+
+def register_tile(width: int, out_blocks: int, lanes: int, registers: int, block: int,
+                  depthwise: bool = False) -> tuple[int, int]:
+    """(output pixels, output blocks) of a conv's register tile. At least two vectors of output channels
+    per tile (two blocks where one block is one vector, as on AVX-512): each broadcast input value then
+    feeds two FMAs, or the broadcasts, one load per FMA, would bound the loop. A depthwise conv
+    multiplies input vectors, no broadcast: one block."""
+    vectors = max(1, block // lanes)
+    blocks = 1 if depthwise else next(b for b in (max(1, 2 // vectors), 1) if out_blocks % b == 0)
+    return output_tile(width, lanes, registers, block * blocks), blocks
 
 
 def vector_shape(target) -> tuple[int, int]:
@@ -187,10 +198,11 @@ def legalize_conv2d(bb: BlockBuilder, call: Call, block: int, fallback) -> Expr:
         if undilated and groups == 1:
             wb = bb.emit_te(block_input_channels, w, ib, primfunc_name_hint="block_weight")  # folded: a constant
             return bb.call_te(conv2d_blocked, x, wb, strides=attrs.strides, padding=attrs.padding,
-                              ow_tile=output_tile(width, lanes, registers, ob), primfunc_name_hint="conv2d_blocked")
+                              ow_tile=register_tile(width, int(w.ty.shape[0]), lanes, registers, ob)[0],
+                              primfunc_name_hint="conv2d_blocked")
         if undilated and groups == channels and ib == ob and int(w.ty.shape[1]) == 1:
             return bb.call_te(depthwise_conv2d_blocked, x, w, strides=attrs.strides, padding=attrs.padding,
-                              ow_tile=output_tile(width, lanes, registers, ob),
+                              ow_tile=register_tile(width, int(w.ty.shape[0]), lanes, registers, ob, depthwise=True)[0],
                               primfunc_name_hint="depthwise_conv2d_blocked")
         # a grouped or dilated conv that ConvertLayout blocked: TVM's NCHW conv between (un)blocking steps
         xn = bb.emit_te(unblock_nchw, x, primfunc_name_hint="unblock_data")
@@ -209,7 +221,7 @@ def legalize_conv2d(bb: BlockBuilder, call: Call, block: int, fallback) -> Expr:
         xb = bb.emit_te(block_nchw, x, c, primfunc_name_hint="block_data")
         wb = bb.emit_te(block_input_channels, w, c, primfunc_name_hint="block_weight")   # folded: a constant
         return bb.call_te(conv2d_blocked, xb, wb, strides=attrs.strides, padding=attrs.padding,
-                          ow_tile=output_tile(int(call.ty.shape[3]), lanes, registers, ob),
+                          ow_tile=register_tile(int(call.ty.shape[3]), int(w.ty.shape[0]), lanes, registers, ob)[0],
                           primfunc_name_hint="conv2d_blocked")
     if attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW":
         return fallback(bb, call)
@@ -220,5 +232,6 @@ def legalize_conv2d(bb: BlockBuilder, call: Call, block: int, fallback) -> Expr:
     xb = bb.emit_te(block_nchw, x, ib, primfunc_name_hint="block_data")
     wb = bb.emit_te(block_oihw, w, ib, ob, primfunc_name_hint="block_weight")   # folded: w is a constant
     return bb.call_te(conv2d_blocked, xb, wb, strides=attrs.strides, padding=attrs.padding,
-                      ow_tile=output_tile(int(call.ty.shape[3]), lanes, registers, ob), nchw_output=True,
+                      ow_tile=register_tile(int(call.ty.shape[3]), int(w.ty.shape[0]) // ob, lanes, registers, ob)[0],
+                      nchw_output=True,
                       primfunc_name_hint="conv2d_blocked")

@@ -21,7 +21,7 @@ from tvm.target import Target
 
 from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK, WINDOW_BLOCK, WINDOW_TERM_BLOCK
 from patvm.compiler.ops.conv2d_blocked import CONV_BLOCK as BLOCKED_CONV_BLOCK
-from patvm.compiler.ops.conv2d_blocked import DEPTHWISE_BLOCK, output_tile, vector_shape
+from patvm.compiler.ops.conv2d_blocked import DEPTHWISE_BLOCK, register_tile, vector_shape
 from patvm.compiler.ops.conv2d_blocked import PAD_BLOCK as BLOCKED_PAD_BLOCK
 from patvm.compiler.ops.packing import PACK_BLOCK
 from patvm.compiler.schedules.common import block_names, inline_all_except, loop_extent
@@ -229,14 +229,18 @@ class Conv2dBlockedCPU(ScheduleRule):
         conv = sch.get_sblock(anchor)
         (n, ob, oh, ow, oi), reduction = sch.get_loops(conv)[:5], sch.get_loops(conv)[5:]
         lanes, registers = vector_shape(target)
-        ow_tile = output_tile(loop_extent(sch, ow), lanes, registers, loop_extent(sch, oi))
+        ow_tile, ob_tile = register_tile(loop_extent(sch, ow), loop_extent(sch, ob), lanes, registers,
+                                         loop_extent(sch, oi), depthwise=anchor == DEPTHWISE_BLOCK)
+        obo, obi = sch.split(ob, [None, ob_tile]) if ob_tile > 1 else (ob, None)
         owo, owi = sch.split(ow, [None, ow_tile])
-        sch.reorder(n, ob, oh, owo, *reduction, owi, oi)
-        row = sch.fuse(n, ob, oh)
+        sch.reorder(n, obo, oh, owo, *reduction, *([owi, obi] if obi else [owi]), oi)
+        row = sch.fuse(n, obo, oh)
         sch.parallel(row)
         local = sch.cache_write(conv, 0, "local")
         sch.reverse_compute_at(local, owo)
         sch.unroll(owi)
+        if obi:
+            sch.unroll(obi)
         sch.vectorize(oi)
         sch.vectorize(sch.get_loops(local)[-1])
         sch.decompose_reduction(conv, reduction[0])
