@@ -112,6 +112,41 @@ def test_register_tile_fits_the_registers_and_wastes_little():
     assert nchw_blocks(3, 64, 16) == (3, 16) and nchw_blocks(24, 16, 16) is None and nchw_blocks(16, 24, 16) == (16, 8)
 
 
+def fma_loops(asm: str, kernel: str) -> list[str]:
+    """The basic blocks (LLVM asm text) of `kernel`'s functions that hold FMAs."""
+    blocks, current, inside = [], [], False
+    for line in asm.splitlines():
+        if re.match(r"^[A-Za-z_]\w*:", line):             # a function label: its blocks are kernel's?
+            inside = line.startswith(kernel)
+            current = []
+            blocks.append(current)
+        elif re.match(r"^\.LBB\w*:", line):
+            current = []
+            blocks.append(current)
+        elif inside and line.startswith("\t") and not line.lstrip().startswith((".", "#")):
+            current.append(line.strip())
+    return ["\n".join(b) for b in blocks if any("vfmadd" in i for i in b)]
+
+
+@pytest.mark.parametrize("size", [28, 7])
+def test_avx512_register_tile_is_two_blocks_without_spills(size):
+    """On AVX-512 a tile is 14 (28x28) or 7 (7x7, one row) pixels x two 16-channel blocks: per input channel
+    one broadcast feeds two FMAs (one block per tile: 14 FMAs a step, one broadcast each), no accumulator
+    spilled to the stack; the 7x7 conv runs input block by input block over all rows (its inner loop
+    reads no accumulator from memory)."""
+    model, _ = conv_block_model(64, 64, size, size, 3, 1, 1)
+    compiled = patvm.compile(model, target="x86-avx512", tuning_db=False)
+    asm = module_source(compiled.module.mod)
+    kernel = next(k for k in re.findall(r"^(\w+):", asm, re.M) if k.startswith("fused_conv2d_blocked_"))
+    loops = fma_loops(asm, kernel.split("_compute")[0])
+    hot = max(loops, key=lambda b: b.count("vfmadd"))
+    fmas = [i for i in hot.splitlines() if i.startswith("vfmadd")]
+    assert len(fmas) == (28 if size == 28 else 14), hot
+    stores = [i for i in hot.splitlines() if i.startswith("vmov") and i.endswith(")")]
+    assert not stores and "rsp" not in hot, hot      # accumulators stay in registers, none spilled
+    assert sum(i.startswith("vbroadcastss") for i in hot.splitlines()) == len(fmas) // 2, hot
+
+
 @pytest.mark.parametrize("group,dilation", [(2, 1), (4, 1), (1, 2), (64, 2)], ids=["groups 2", "groups 4", "dilated",
                                                                                    "depthwise dilated"])
 def test_grouped_and_dilated_convs_between_blocked_layers(group, dilation):

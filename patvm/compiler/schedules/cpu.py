@@ -206,12 +206,17 @@ class PackActivationCPU(ScheduleRule):
         return sch
 
 
+SMALL_OUTPUT_SLICE = 16 * 1024   # bytes of one tile column's output (all rows) that stay in L1 with their inputs
+
+
 class Conv2dBlockedCPU(ScheduleRule):
     """fp32 conv2d and depthwise conv2d in the blocked layout (patvm.compiler.ops.conv2d_blocked): per
-    (n, output block, output row), tiles of ow_tile pixels x one output block, accumulated in vector
-    registers (output channels vectorised, pixels unrolled) over the reduction (input blocks, kernel rows
-    and columns, the channels of a block; for depthwise, kernel rows and columns); the output block with
-    the epilogue inlined runs right after its row, while the row is in cache."""
+    (n, output blocks, output row), register tiles of ow_tile pixels x ob_tile output blocks
+    (register_tile), accumulated in vector registers (output channels vectorised, pixels and blocks
+    unrolled) over the reduction (input blocks, kernel rows and columns, the channels of a block; for
+    depthwise, kernel rows and columns); a small output is computed input block by input block for all
+    its rows at once. The output block with the epilogue inlined runs right after its row (or rows), while
+    they are in cache."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
@@ -231,18 +236,29 @@ class Conv2dBlockedCPU(ScheduleRule):
         lanes, registers = vector_shape(target)
         ow_tile, ob_tile = register_tile(loop_extent(sch, ow), loop_extent(sch, ob), lanes, registers,
                                          loop_extent(sch, oi), depthwise=anchor == DEPTHWISE_BLOCK)
+        output_slice = loop_extent(sch, oh) * loop_extent(sch, ow) * ob_tile * loop_extent(sch, oi) * 4
         obo, obi = sch.split(ob, [None, ob_tile]) if ob_tile > 1 else (ob, None)
         owo, owi = sch.split(ow, [None, ow_tile])
-        sch.reorder(n, obo, oh, owo, *reduction, *([owi, obi] if obi else [owi]), oi)
-        row = sch.fuse(n, obo, oh)
-        sch.parallel(row)
-        local = sch.cache_write(conv, 0, "local")
-        sch.reverse_compute_at(local, owo)
-        sch.unroll(owi)
-        if obi:
-            sch.unroll(obi)
+        in_tile = [owi, obi] if obi else [owi]   # pixels outside: LLVM loads each broadcast once for the blocks
+        if anchor != DEPTHWISE_BLOCK and output_slice <= SMALL_OUTPUT_SLICE:
+            # a small output (7x7): the input blocks outermost, every row's tiles accumulating into the
+            # output slice (in L1; LLVM keeps a tile's accumulators in registers over its inner loops), so
+            # the weights, which come from memory (9.4 MB in a 512-channel layer), arrive while all rows
+            # are computed; row by row they arrive during the first row, which then waits for them
+            rc, *inner = reduction
+            sch.reorder(n, obo, rc, oh, owo, *inner, *in_tile, oi)
+            row = sch.fuse(n, obo)
+            sch.parallel(row)
+        else:
+            sch.reorder(n, obo, oh, owo, *reduction, *in_tile, oi)
+            row = sch.fuse(n, obo, oh)
+            sch.parallel(row)
+            local = sch.cache_write(conv, 0, "local")
+            sch.reverse_compute_at(local, owo)
+            sch.vectorize(sch.get_loops(local)[-1])
+        for loop in in_tile:
+            sch.unroll(loop)
         sch.vectorize(oi)
-        sch.vectorize(sch.get_loops(local)[-1])
         sch.decompose_reduction(conv, reduction[0])
         if last != anchor:
             output = sch.get_sblock(last)
