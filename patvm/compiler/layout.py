@@ -63,6 +63,14 @@ def _ndim(expr) -> int:
     return int(getattr(expr.ty, "ndim", -1))
 
 
+def _is_depthwise(value) -> bool:
+    """A blocked depthwise conv2d (groups = channels)."""
+    if _op_name(value) != "relax.nn.conv2d" or _ndim(value.args[0]) != 5:
+        return False
+    shape = value.args[0].ty.shape
+    return int(value.attrs.groups) == int(shape[1]) * int(shape[4]) > 1
+
+
 @mutator
 class _PlainElementwise(PyExprMutator):
     """See plain_elementwise. `unblocked[x]`: the first binding var of layout_transform(x) back to NCHW;
@@ -91,6 +99,12 @@ class _PlainElementwise(PyExprMutator):
             args = [self.plain(a, before) for a in value.args]
             if all(a is not None for a in args):
                 result = self.builder_.emit(relax.Call(value.op, args, value.attrs, value.ty_args))
+        elif _is_depthwise(value):
+            data, weight = (self.plain(a, before) for a in value.args)
+            if data is not None and weight is not None:
+                a = value.attrs
+                result = self.builder_.emit(relax.op.nn.conv2d(
+                    data, weight, a.strides, a.padding, a.dilation, a.groups, "NCHW", "OIHW", "NCHW", a.out_dtype))
         if result is not None:
             self.plain_memo[expr] = result
         return result
@@ -106,10 +120,11 @@ class _PlainElementwise(PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="patvm.PlainElementwise")
 def plain_elementwise(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    """After ConvertLayout: a transform back to NCHW of an elementwise op's blocked output, where every
-    input of that op also exists in NCHW, becomes the op on the NCHW inputs (the blocked chain it undid
-    is then dead). ConvertLayout blocks such an op when one input is blocked (a shortcut from a blocked
-    max-pool), though its result only feeds NCHW consumers (the bit-serial layers' packers)."""
+    """After ConvertLayout: a transform back to NCHW of an elementwise op's or a depthwise conv's blocked
+    output, where every input of that op also exists in NCHW, becomes the op on the NCHW inputs (the
+    blocked chain it undid is then dead). ConvertLayout blocks such an op when one input is blocked (a
+    shortcut from a blocked max-pool; a depthwise conv between two bit-serial layers, as in a binary
+    MobileNet), though its result only feeds NCHW consumers (the bit-serial layers' packers)."""
     func = mod["main"]
     var2val = relax.analysis.get_var2val(func)
     bindings = [b for block in func.body.blocks for b in block.bindings]

@@ -5,6 +5,7 @@ import re
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import PA_WEIGHT_VALUES, dyadic, staircase
 
 import patvm
 from patvm.compiler.ops.conv2d_blocked import nchw_blocks, output_tile, register_tile
@@ -200,3 +201,29 @@ def test_depthwise_convs_run_blocked_between_blocked_layers(case):
     kernels = set(re.findall(r"^__tvm_ffi_(\w+):", module_source(compiled.module.mod), re.M))
     assert sum("depthwise_conv2d_blocked" in k for k in kernels) == 1, kernels
     assert sum("layout_transform" in k for k in kernels) == 2, kernels   # the graph's input and output only
+
+
+@pytest.mark.parametrize("case", sorted(DEPTHWISE_CASES))
+def test_depthwise_convs_between_bit_serial_layers_stay_nchw(case):
+    """PA 1x1 conv -> ReLU -> depthwise -> ReLU -> PA 1x1 conv (a binary MobileNet block): the depthwise conv
+    runs in NCHW (patvm's row-vectorised kernel, strided ones on column phases), with no layout transform
+    around it; bit for bit with dyadic values."""
+    C, H, W, k, stride, pad = DEPTHWISE_CASES[case]
+    rng = np.random.default_rng(C + H + k)
+    g = GraphWriter("depthwise-nchw")
+    x = g.input("x", [2, C, H, W])
+
+    def binary_1x1(t):
+        return g.conv(g.pa_quantize(t, staircase(rng, C)), rng.choice(PA_WEIGHT_VALUES, size=(C, C, 1, 1)), None)
+
+    y = g.relu(binary_1x1(x))
+    y = g.relu(g.conv(y, dyadic(rng, (C, 1, k, k), scale=16), dyadic(rng, (C,)), stride=stride, pad=pad, group=C))
+    g.output(binary_1x1(y))
+    model = g.model()
+    x = dyadic(rng, (2, C, H, W))
+    compiled = patvm.compile(model, target="host", tuning_db=False, strategy="bit-serial")
+    assert [la["strategy"] for la in compiled.layers] == ["bit-serial", "fp32", "bit-serial"], compiled.report()
+    np.testing.assert_array_equal(compiled.run(x)[0], onnxruntime_output(model, x))
+    kernels = set(re.findall(r"^__tvm_ffi_(\w+):", module_source(compiled.module.mod), re.M))
+    assert sum("depthwise_conv2d_nchw" in k for k in kernels) == 1, kernels
+    assert not any("layout_transform" in k for k in kernels), kernels

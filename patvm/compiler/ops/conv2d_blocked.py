@@ -22,8 +22,11 @@ input channels than a block (the 3-channel stem) keeps NCHW data at the Relax le
 own blocks its input (block = C), and the conv writes blocked output (NCHW output when its output
 channels do not divide into blocks).
 
-Block names are the contract with the schedule: "conv2d_blocked_pad", "conv2d_blocked" or
-"depthwise_conv2d_blocked", "conv2d_blocked_output".
+A depthwise conv between layers that exchange NCHW (bit-serial ones) stays NCHW instead
+(`depthwise_conv2d_nchw`, vectorised along the output row; layout.plain_elementwise puts it there).
+
+Block names are the contract with the schedule: "conv2d_blocked_pad", "conv2d_blocked",
+"depthwise_conv2d_blocked" or "depthwise_conv2d_nchw", "conv2d_blocked_output".
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from tvm.relax import BlockBuilder, Call, Expr
 PAD_BLOCK = "conv2d_blocked_pad"
 CONV_BLOCK = "conv2d_blocked"
 DEPTHWISE_BLOCK = "depthwise_conv2d_blocked"
+DEPTHWISE_NCHW_BLOCK = "depthwise_conv2d_nchw"
 OUTPUT_BLOCK = "conv2d_blocked_output"
 
 _BLOCKED_DATA = re.compile(r"^NCHW(\d+)c$")
@@ -95,6 +99,41 @@ def depthwise_conv2d_blocked(x: te.Tensor, w: te.Tensor, strides, padding, ow_ti
     conv = te.compute((n, cb, oh, owp, b), lambda i, c, y, xx, ci: te.sum(
         xp[i, c, y * sh + rh, xx * sw + rw, ci] * w[c, 0, rh, rw, ci], axis=[rh, rw]), name=DEPTHWISE_BLOCK)
     return _cropped(conv, ow)
+
+
+def depthwise_conv2d_nchw(x: te.Tensor, w: te.Tensor, strides, padding, vector: int) -> te.Tensor:
+    """x [N, C, H, W], w [C, 1, KH, KW] -> [N, C, OH, OW]: a depthwise conv between layers that exchange NCHW
+    (bit-serial ones), vectorised along the output row instead of over a channel block, so that no layout
+    transform surrounds it (patvm.compiler.layout.plain_elementwise). The row is computed padded to a
+    multiple of `vector` and cropped (a 14-wide row: one vector of 16, not 7 + 7 lanes)."""
+    n, c, h, wd = (int(v) for v in x.shape)
+    _, _, kh, kw = (int(v) for v in w.shape)
+    sh, sw = (int(v) for v in strides)
+    top, left, bottom, right = (int(v) for v in padding)
+    oh = (h + top + bottom - kh) // sh + 1
+    ow = (wd + left + right - kw) // sw + 1
+    owp = ceil_to(ow, vector)
+    right = max(right, (owp - 1) * sw + kw - wd - left)    # the padded width reads zeros only
+    right += -(wd + left + right) % sw                      # whole phases
+    hp, phase_width = h + top + bottom, (wd + left + right) // sw
+    # the padded plane with its columns split by phase (column q * sw + phase at [phase, :, q]): a strided
+    # conv then reads each kernel tap's pixels contiguously, as a stride-1 conv does
+    phases = te.compute((n, c, sw, hp, phase_width), lambda i, ch, ph, y, q: te.if_then_else(
+        te.all(y >= top, y < top + h, q * sw + ph >= left, q * sw + ph < left + wd),
+        x[i, ch, y - top, q * sw + ph - left], te.const(0.0, x.dtype)), name=PAD_BLOCK)
+    rh = te.reduce_axis((0, kh), "rh")
+    rw = te.reduce_axis((0, kw), "rw")
+    conv = te.compute((n, c, oh, owp), lambda i, ch, y, xx: te.sum(
+        phases[i, ch, rw % sw, y * sh + rh, xx + rw // sw] * w[ch, 0, rh, rw], axis=[rh, rw]),
+        name=DEPTHWISE_NCHW_BLOCK)
+    if owp == ow:
+        return conv
+    return te.compute((n, c, oh, ow), lambda *i: conv(*i), name=OUTPUT_BLOCK)
+
+
+def nchw_vector(width: int, lanes: int) -> int:
+    """fp32 lanes per vector of an NCHW row: a whole register, or half of one for a row narrower than it."""
+    return lanes if width >= lanes else max(1, lanes // 2)
 
 
 def block_nchw(x: te.Tensor, block: int) -> te.Tensor:
@@ -210,9 +249,13 @@ def legalize_conv2d(bb: BlockBuilder, call: Call, block: int, fallback) -> Expr:
         y = bb.emit_te(topi.nn.conv, xn, wn, attrs.strides, attrs.padding, attrs.dilation, groups,
                        "NCHW", "OIHW", primfunc_name_hint="conv2d")
         return bb.call_te(block_nchw, y, ob, primfunc_name_hint="block_data")
+    c = int(x.ty.shape[1])
+    plain = (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) == ("NCHW", "OIHW", "NCHW")
+    if plain and undilated and groups == c > 1 and int(w.ty.shape[0]) == c and int(w.ty.shape[1]) == 1:
+        return bb.call_te(depthwise_conv2d_nchw, x, w, strides=attrs.strides, padding=attrs.padding,
+                          vector=nchw_vector(int(call.ty.shape[3]), lanes), primfunc_name_hint="depthwise_conv2d_nchw")
     if not undilated or groups != 1 or attrs.data_layout != "NCHW":
         return fallback(bb, call)
-    c = int(x.ty.shape[1])
     stem = _BLOCKED_KERNEL.match(attrs.kernel_layout)
     if stem and _BLOCKED_DATA.match(attrs.out_layout) and c < block:
         # the stem as ConvertLayout left it: NCHW data, blocked weights and output; its input is blocked

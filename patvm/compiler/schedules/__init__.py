@@ -12,6 +12,7 @@ from patvm.compiler.schedules.cpu import (
     BitSerialCPU,
     Conv2dBlockedCPU,
     Conv2dNCHWCPU,
+    DepthwiseNCHWCPU,
     GenericCPU,
     PackActivationCPU,
 )
@@ -22,7 +23,8 @@ def schedule_rules(family: str) -> list:
         from patvm.compiler.schedules.cuda import cuda_rules
         return cuda_rules()
     neon = [BitSerialNEON()] if family == "arm" else []    # the NEON counts micro-kernel; BitSerialCPU otherwise
-    return neon + [BitSerialCPU(), PackActivationCPU(), Conv2dBlockedCPU(), Conv2dNCHWCPU(), GenericCPU()]
+    return neon + [BitSerialCPU(), PackActivationCPU(), Conv2dBlockedCPU(), DepthwiseNCHWCPU(), Conv2dNCHWCPU(),
+                   GenericCPU()]
 
 
 def schedule_pass(family: str):

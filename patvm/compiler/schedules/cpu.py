@@ -21,7 +21,12 @@ from tvm.target import Target
 
 from patvm.compiler.ops.bitserial import CONV_BLOCK, COUNT_BLOCK, WINDOW_BLOCK, WINDOW_TERM_BLOCK
 from patvm.compiler.ops.conv2d_blocked import CONV_BLOCK as BLOCKED_CONV_BLOCK
-from patvm.compiler.ops.conv2d_blocked import DEPTHWISE_BLOCK, register_tile, vector_shape
+from patvm.compiler.ops.conv2d_blocked import (
+    DEPTHWISE_BLOCK,
+    DEPTHWISE_NCHW_BLOCK,
+    register_tile,
+    vector_shape,
+)
 from patvm.compiler.ops.conv2d_blocked import PAD_BLOCK as BLOCKED_PAD_BLOCK
 from patvm.compiler.ops.packing import PACK_BLOCK
 from patvm.compiler.schedules.common import block_names, inline_all_except, loop_extent
@@ -269,6 +274,53 @@ class Conv2dBlockedCPU(ScheduleRule):
             inner = sch.get_loops(output)[-1]
             if loop_extent(sch, inner) in (4, 8, 16, 32):
                 sch.vectorize(inner)
+        return sch
+
+
+class DepthwiseNCHWCPU(ScheduleRule):
+    """The NCHW depthwise conv (between bit-serial layers): per (n, channel), the padded plane built once,
+    then each output row in vectors of neighbouring pixels, several vectors per step (independent FMA
+    chains), the kernel taps unrolled, each tap one broadcast weight times a vector of the input row; the
+    epilogue after the channel's plane."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        names = block_names(sch)
+        if DEPTHWISE_NCHW_BLOCK not in names:
+            return None
+        last = names[-1]
+        inline_all_except(sch, {BLOCKED_PAD_BLOCK, DEPTHWISE_NCHW_BLOCK, last})
+        conv = sch.get_sblock(DEPTHWISE_NCHW_BLOCK)
+        n, c, oh, ow, rh, rw = sch.get_loops(conv)
+        lanes, registers = vector_shape(target)
+        width = loop_extent(sch, ow)
+        vector = largest_divisor(width, (lanes, lanes // 2))   # the row is padded to one of these
+        chains = largest_divisor(width // vector, tuple(range(registers // 4, 1, -1)))
+        owo, owt, owi = sch.split(ow, [None, chains, vector])
+        sch.reorder(oh, owo, rh, rw, owt, owi)
+        plane = sch.fuse(n, c)
+        sch.parallel(plane)
+        if BLOCKED_PAD_BLOCK in block_names(sch):
+            pad = sch.get_sblock(BLOCKED_PAD_BLOCK)
+            sch.compute_at(pad, plane)
+            if _loops_below(sch, pad, plane):
+                sch.vectorize(_loops_below(sch, pad, plane)[-1])
+        local = sch.cache_write(conv, 0, "local")
+        sch.reverse_compute_at(local, owo)
+        for loop in (rh, rw, owt):
+            sch.unroll(loop)
+        sch.vectorize(owi)
+        sch.vectorize(sch.get_loops(local)[-1])
+        sch.decompose_reduction(conv, rh)
+        if last != DEPTHWISE_NCHW_BLOCK:
+            output = sch.get_sblock(last)
+            sch.reverse_compute_at(output, plane)
+            below = _loops_below(sch, output, plane)     # none when the output plane is one pixel
+            lanes = largest_divisor(loop_extent(sch, below[-1]), (vector, 8, 4, 2)) if below else 1
+            if lanes > 1:                                # the cropped row
+                sch.vectorize(sch.split(below[-1], [None, lanes])[1])
         return sch
 
 
