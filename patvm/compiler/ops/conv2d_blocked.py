@@ -49,16 +49,22 @@ def ceil_to(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _padded_input(x: te.Tensor, kernel, strides, padding, ow_tile: int):
-    """(padded x, output height, output width padded to a multiple of ow_tile, true output width)."""
-    _, _, h, wd, _ = (int(v) for v in x.shape)
+def _geometry(h: int, wd: int, kernel, strides, padding, ow_tile: int):
+    """(output height, true output width, output width padded to a multiple of ow_tile, the padding
+    (top, left, bottom, right) with its right side widened so that the padded width reads zeros only)."""
     kh, kw = kernel
     sh, sw = (int(v) for v in strides)
     top, left, bottom, right = (int(v) for v in padding)
     oh = (h + top + bottom - kh) // sh + 1
     ow = (wd + left + right - kw) // sw + 1
     owp = ceil_to(ow, ow_tile)
-    right = max(right, (owp - 1) * sw + kw - wd - left)   # the padded width reads zeros only
+    return oh, ow, owp, (top, left, bottom, max(right, (owp - 1) * sw + kw - wd - left))
+
+
+def _padded_input(x: te.Tensor, kernel, strides, padding, ow_tile: int):
+    """(padded x, output height, output width padded to a multiple of ow_tile, true output width)."""
+    _, _, h, wd, _ = (int(v) for v in x.shape)
+    oh, ow, owp, (top, left, bottom, right) = _geometry(h, wd, kernel, strides, padding, ow_tile)
     if top or left or bottom or right:
         x = topi.nn.pad(x, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name=PAD_BLOCK)
     return x, oh, owp, ow
@@ -109,11 +115,7 @@ def depthwise_conv2d_nchw(x: te.Tensor, w: te.Tensor, strides, padding, vector: 
     n, c, h, wd = (int(v) for v in x.shape)
     _, _, kh, kw = (int(v) for v in w.shape)
     sh, sw = (int(v) for v in strides)
-    top, left, bottom, right = (int(v) for v in padding)
-    oh = (h + top + bottom - kh) // sh + 1
-    ow = (wd + left + right - kw) // sw + 1
-    owp = ceil_to(ow, vector)
-    right = max(right, (owp - 1) * sw + kw - wd - left)    # the padded width reads zeros only
+    oh, ow, owp, (top, left, bottom, right) = _geometry(h, wd, (kh, kw), strides, padding, vector)
     right += -(wd + left + right) % sw                      # whole phases
     hp, phase_width = h + top + bottom, (wd + left + right) // sw
     # the padded plane with its columns split by phase (column q * sw + phase at [phase, :, q]): a strided
