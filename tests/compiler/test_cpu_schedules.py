@@ -47,3 +47,33 @@ def test_packer_vectorised_over_pixels_and_epilogue_per_tile(target):
     around = loops_around(conv, output)
     assert all("T.unroll" in loop for loop in around[:2]), around
     assert not any("T.int64(32)" in loop for loop in around), around
+
+
+@pytest.mark.parametrize("target", ["x86-znver3", "x86-avx512"])
+def test_fp32_classifier_streams_weight_rows(target):
+    """The batch-1 FC: the reduction outside a vector of output columns (each weight row read contiguously),
+    columns in parallel chunks; outputs as onnxruntime's."""
+    import numpy as np
+
+    import patvm
+    from patvm.onnx_format import GraphWriter
+    rng = np.random.default_rng(0)
+    g = GraphWriter("fc")
+    x = g.input("x", [1, 256])
+    g.output(g.gemm(x, rng.standard_normal((1000, 256)).astype(np.float32) / 16, rng.standard_normal(1000)))
+    model = g.model()
+    fc = next(s for name, s in scheduled_kernels(model, target).items() if "matmul" in name)
+    around = loops_around(fc, "matmul_update")
+    # innermost first: the vector of columns, then (k, the row's column vectors) with k outside, then threads
+    assert "T.vectorized" in around[0] and around[1].startswith("for k, ") and "T.parallel" in around[-1], around
+    if target == "x86-avx512":
+        return
+    inp = rng.standard_normal((1, 256)).astype(np.float32)
+    want = ort_run(model, inp)
+    np.testing.assert_allclose(patvm.compile(model, target="host", tuning_db=False).run(inp)[0], want,
+                               rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def ort_run(model, x):
+    import onnxruntime as ort
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]

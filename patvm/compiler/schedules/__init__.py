@@ -12,6 +12,7 @@ from patvm.compiler.schedules.cpu import (
     BitSerialCPU,
     Conv2dBlockedCPU,
     Conv2dNCHWCPU,
+    DenseCPU,
     DepthwiseNCHWCPU,
     GenericCPU,
     PackActivationCPU,
@@ -24,7 +25,7 @@ def schedule_rules(family: str) -> list:
         return cuda_rules()
     neon = [BitSerialNEON()] if family == "arm" else []    # the NEON counts micro-kernel; BitSerialCPU otherwise
     return neon + [BitSerialCPU(), PackActivationCPU(), Conv2dBlockedCPU(), DepthwiseNCHWCPU(), Conv2dNCHWCPU(),
-                   GenericCPU()]
+                   DenseCPU(), GenericCPU()]
 
 
 def schedule_pass(family: str):

@@ -324,6 +324,48 @@ class DepthwiseNCHWCPU(ScheduleRule):
         return sch
 
 
+class DenseCPU(ScheduleRule):
+    """fp32 matmul [M, K] x [K, N] (a classifier; the weight transposed at compile time): the reduction
+    outside, a vector of output columns inside, so each weight row streams contiguously through the
+    row's accumulators (in L1); column-vector by column-vector, each 32-byte strip of the weight would
+    take its own cache line per row (a batch-1 FC at 2 G MAC/s). Rows of the output and chunks of columns in
+    parallel."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        names = block_names(sch)
+        if "matmul" not in names:
+            return None
+        matmul = sch.get_sblock("matmul")
+        if [iv.iter_type for iv in sch.get(matmul).iter_vars] != [0, 0, 2] or len(sch.get_loops(matmul)) != 3:
+            return None
+        last = names[-1]
+        inline_all_except(sch, {"matmul", last})
+        i, j, k = sch.get_loops(matmul)
+        lanes, _ = vector_shape(target)
+        vector = largest_divisor(loop_extent(sch, j), (lanes, lanes // 2, 4))
+        if vector == 1:
+            return None
+        vectors = loop_extent(sch, j) // vector
+        # a batch-1 FC has one row: its columns in a few contiguous chunks, one thread each
+        chunks = largest_divisor(vectors, tuple(range(4 * _cores(target), 1, -1)))
+        jc, jo, ji = sch.split(j, [chunks, None, vector])
+        sch.reorder(i, jc, k, jo, ji)
+        rows = sch.fuse(i, jc)
+        sch.parallel(rows)
+        sch.vectorize(ji)
+        sch.decompose_reduction(matmul, k)
+        if last != "matmul":
+            output = sch.get_sblock(last)
+            sch.reverse_compute_at(output, rows)
+            below = _loops_below(sch, output, rows)
+            if below and loop_extent(sch, below[-1]) % vector == 0:
+                sch.vectorize(sch.split(below[-1], [None, vector])[1])
+        return sch
+
+
 class Conv2dNCHWCPU(ScheduleRule):
     """fp32 direct conv2d (TOPI's "conv2d_nchw" block): a (ff_tile x ow_tile) register block per step,
     output columns vectorised, output channels unrolled; the padded input is materialised first."""
