@@ -278,10 +278,10 @@ class Conv2dBlockedCPU(ScheduleRule):
 
 
 class DepthwiseNCHWCPU(ScheduleRule):
-    """The NCHW depthwise conv (between bit-serial layers): per (n, channel), the padded plane built once,
-    then each output row in vectors of neighbouring pixels, several vectors per step (independent FMA
-    chains), the kernel taps unrolled, each tap one broadcast weight times a vector of the input row; the
-    epilogue after the channel's plane."""
+    """The NCHW depthwise conv (between bit-serial layers): per (n, channel), the padded plane built once
+    (split by column phase for a strided conv), then each output row in vectors of neighbouring pixels,
+    several vectors per step (independent FMA chains), the kernel taps unrolled, each tap one broadcast
+    weight times a vector of the input row; the epilogue after the channel's plane."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
