@@ -9,12 +9,12 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from patvm.compiler.elementwise_quantizers import quantizers_as_elementwise
 from patvm.compiler.fold_batchnorm import fold_batchnorm_into_conv2d
 from patvm.compiler.fuse_packing import fuse_pack_into_epilogue
 from patvm.compiler.layout import blocked_layout_pass, conv2d_legalization, plain_elementwise
 from patvm.compiler.legalize import NAN_KEEPING_LEGALIZATIONS
 from patvm.compiler.schedules import schedule_pass
-from patvm.compiler.select_levels import quantizer_levels_as_selects
 from patvm.compiler.weight_codes import stores_weight_codes
 from patvm.targets import TargetSpec
 from patvm.tensor_intrinsics import cpu_tensor_intrinsics
@@ -29,7 +29,7 @@ def prepare_passes(spec: TargetSpec) -> list:
     return [
         fold_batchnorm_into_conv2d,
         relax.transform.FoldConstant(),          # the scaled weights, where they are constants
-        quantizer_levels_as_selects,
+        quantizers_as_elementwise,
         relax.transform.DecomposeOpsForInference(),
         # BatchNorm decomposes to a tuple (out, mean, var); dropping the dead tuple lets FuseOps fold the
         # normalisation and the ReLU after it into the conv's epilogue

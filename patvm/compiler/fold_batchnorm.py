@@ -12,11 +12,13 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.dpl import TupleGetItemPattern, is_const, is_op, rewrite_call, wildcard
+from tvm.relax.dpl import TupleGetItemPattern, is_const, is_op, wildcard
+
+from patvm.compiler.match import const_value, rewrite_functions
 
 
 def _constant(expr) -> np.ndarray:
-    return expr.value.numpy().astype(np.float64)
+    return const_value(expr).astype(np.float64)
 
 
 @tvm.transform.module_pass(opt_level=0, name="patvm.FoldBatchnormIntoConv2d")
@@ -40,7 +42,4 @@ def fold_batchnorm_into_conv2d(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         y = relax.Call(call.op, [matches[data], w], attrs)
         return relax.op.add(y, relax.const(shift.reshape(1, out, 1, 1).astype(np.float32)))
 
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mod[gv] = rewrite_call(norm, rewrite, func)
-    return mod
+    return rewrite_functions(mod, norm, rewrite)

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import tvm
 from tvm import relax
-from tvm.relax.dpl import DFPattern, is_const, is_op, wildcard
+from tvm.relax.dpl import DFPattern, is_const, is_op, rewrite_call, wildcard
 
 from patvm.approx.planes import MAX_WEIGHT_VALUES
 from patvm.approx.staircase import Staircase
@@ -30,6 +31,14 @@ def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
         return tuple(int(s) for s in shape)
     except TypeError:
         return None
+
+
+def rewrite_functions(mod: tvm.IRModule, pattern: DFPattern, rewriter) -> tvm.IRModule:
+    """Every Relax function of `mod` with each match of `pattern` replaced by rewriter(expr, matches)."""
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mod[gv] = rewrite_call(pattern, rewriter, func)
+    return mod
 
 
 def quantizer_pattern() -> tuple[DFPattern, dict[str, DFPattern]]:

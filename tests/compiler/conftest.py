@@ -2,6 +2,8 @@
 the compiled output can be compared with onnxruntime bit for bit."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -66,6 +68,12 @@ def binary_layer_model(kind="conv", C=70, O=24, H=9, W=None, k=3, stride=1, pad=
         y = g.relu(y)
     g.output(y)
     return g.model(), dyadic(rng, shape, scale=8, span=12)
+
+
+def compiled_kernels(compiled) -> set[str]:
+    """The kernel (PrimFunc) names in a compiled module's code."""
+    from patvm.runtime import module_source
+    return set(re.findall(r"^__tvm_ffi_(\w+):", module_source(compiled.module.mod), re.M))
 
 
 def onnxruntime_run(model, feeds: dict) -> list[np.ndarray]:

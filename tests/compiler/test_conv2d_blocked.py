@@ -5,7 +5,7 @@ import re
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import PA_WEIGHT_VALUES, dyadic, staircase
+from conftest import PA_WEIGHT_VALUES, compiled_kernels, dyadic, staircase
 
 import patvm
 from patvm.compiler.ops.conv2d_blocked import nchw_blocks, output_tile, register_tile
@@ -90,7 +90,7 @@ def test_a_shortcut_between_bit_serial_layers_goes_back_to_nchw_once():
     assert [la["strategy"] for la in compiled.layers] == ["fp32", "bit-serial", "bit-serial"], compiled.report()
     want = onnxruntime_output(model, inp)
     np.testing.assert_allclose(compiled.run(inp)[0], want, rtol=0, atol=1e-4 * np.abs(want).max())
-    kernels = set(re.findall(r"^__tvm_ffi_(\w+):", module_source(compiled.module.mod), re.M))
+    kernels = compiled_kernels(compiled)
     transforms = sorted(k for k in kernels if "layout_transform" in k)
     assert len(transforms) == 2, kernels        # the input's blocking and the pool's unblocking
     assert any("bitserial" in k and "add" in k and "relu" in k for k in kernels), kernels
@@ -198,7 +198,7 @@ def test_depthwise_convs_run_blocked_between_blocked_layers(case):
     compiled = patvm.compile(model, target="host", tuning_db=False)
     want = onnxruntime_output(model, x)
     np.testing.assert_allclose(compiled.run(x)[0], want, rtol=0, atol=2e-5 * np.abs(want).max())
-    kernels = set(re.findall(r"^__tvm_ffi_(\w+):", module_source(compiled.module.mod), re.M))
+    kernels = compiled_kernels(compiled)
     assert sum("depthwise_conv2d_blocked" in k for k in kernels) == 1, kernels
     assert sum("layout_transform" in k for k in kernels) == 2, kernels   # the graph's input and output only
 
@@ -224,6 +224,6 @@ def test_depthwise_convs_between_bit_serial_layers_stay_nchw(case):
     compiled = patvm.compile(model, target="host", tuning_db=False, strategy="bit-serial")
     assert [la["strategy"] for la in compiled.layers] == ["bit-serial", "fp32", "bit-serial"], compiled.report()
     np.testing.assert_array_equal(compiled.run(x)[0], onnxruntime_output(model, x))
-    kernels = set(re.findall(r"^__tvm_ffi_(\w+):", module_source(compiled.module.mod), re.M))
+    kernels = compiled_kernels(compiled)
     assert sum("depthwise_conv2d_nchw" in k for k in kernels) == 1, kernels
     assert not any("layout_transform" in k for k in kernels), kernels

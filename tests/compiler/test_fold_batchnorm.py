@@ -1,19 +1,12 @@
 """A BatchNorm after an fp32 conv folds into its weights (patvm.compiler.fold_batchnorm): the kernel's
 epilogue loses the subtract and divide, the output still matches onnxruntime, and a binary layer on the
 fp32 path keeps its weights as codes (the scaling runs at load time with their expansion)."""
-import re
-
 import numpy as np
 import pytest
-from conftest import PA_WEIGHT_VALUES, dyadic, onnxruntime_run, staircase
+from conftest import PA_WEIGHT_VALUES, compiled_kernels, dyadic, onnxruntime_run, staircase
 
 import patvm
 from patvm.onnx_format import GraphWriter
-from patvm.runtime import module_source
-
-
-def kernels(compiled) -> set[str]:
-    return set(re.findall(r"^__tvm_ffi_(\w+):", module_source(compiled.module.mod), re.M))
 
 
 def batchnorm_after(g: GraphWriter, y: str, channels: int, rng) -> str:
@@ -31,7 +24,7 @@ def test_fp32_conv_batchnorm(bias):
     g.output(g.relu(batchnorm_after(g, y, 32, rng)))
     model, inp = g.model(), rng.standard_normal((2, 32, 10, 10)).astype(np.float32)
     compiled = patvm.compile(model, target="host", tuning_db=False)
-    conv = next(k for k in kernels(compiled) if "conv2d" in k)
+    conv = next(k for k in compiled_kernels(compiled) if "conv2d" in k)
     assert ("divide" in conv) == bias, conv
     want = onnxruntime_run(model, {"x": inp})[0]
     np.testing.assert_allclose(compiled.run(inp)[0], want, rtol=0, atol=2e-5 * np.abs(want).max())
@@ -47,7 +40,7 @@ def test_binary_layer_on_the_fp32_path_keeps_codes():
     compiled = patvm.compile(model, target="host", strategy="fp32", tuning_db=False)
     (layer,) = compiled.layers
     assert layer["strategy"] == "fp32" and "codes" in layer["weight_kind"] and compiled.weight_codes, compiled.report()
-    conv = next(k for k in kernels(compiled) if "conv2d" in k and "transform" not in k)
+    conv = next(k for k in compiled_kernels(compiled) if "conv2d" in k and "transform" not in k)
     assert "divide" not in conv, conv
     want = onnxruntime_run(model, {"x": inp})[0]
     np.testing.assert_allclose(compiled.run(inp)[0], want, rtol=0, atol=2e-5 * np.abs(want).max())

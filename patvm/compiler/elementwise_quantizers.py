@@ -17,13 +17,12 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.dpl import rewrite_call
 
-from patvm.compiler.match import MAX_ACTIVATION_PLANES, const_value, quantizer_pattern
+from patvm.compiler.match import MAX_ACTIVATION_PLANES, const_value, quantizer_pattern, rewrite_functions
 
 
-@tvm.transform.module_pass(opt_level=0, name="patvm.QuantizerLevelsAsSelects")
-def quantizer_levels_as_selects(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+@tvm.transform.module_pass(opt_level=0, name="patvm.QuantizersAsElementwise")
+def quantizers_as_elementwise(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     pattern, captures = quantizer_pattern()
 
     def rewrite(expr, matches):
@@ -45,7 +44,4 @@ def quantizer_levels_as_selects(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
             y = term if y is None else relax.op.add(y, term)
         return y
 
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mod[gv] = rewrite_call(pattern, rewrite, func)
-    return mod
+    return rewrite_functions(mod, pattern, rewrite)

@@ -1,20 +1,13 @@
-"""A quantizer on the fp32 path as elementwise arithmetic (patvm.compiler.select_levels): between blocked fp32
+"""A quantizer on the fp32 path as elementwise arithmetic (patvm.compiler.elementwise_quantizers): between blocked fp32
 convs it stays blocked and fuses into the producer's kernel (no kernel or layout transform of its own),
 bit-exact against onnxruntime with dyadic values, NaN and infinities included."""
-import re
-
 import numpy as np
 import pytest
-from conftest import PA_WEIGHT_VALUES, dyadic, onnxruntime_run, staircase
+from conftest import PA_WEIGHT_VALUES, compiled_kernels, dyadic, onnxruntime_run, staircase
 
 import patvm
 from patvm.approx import Staircase
 from patvm.onnx_format import GraphWriter
-from patvm.runtime import module_source
-
-
-def kernels(compiled) -> set[str]:
-    return set(re.findall(r"^__tvm_ffi_(\w+):", module_source(compiled.module.mod), re.M))
 
 
 def fp32_run_with_a_quantizer(stair: Staircase, rng):
@@ -33,7 +26,7 @@ def test_fp32_quantizer_fuses_and_stays_blocked(per_channel):
     model = fp32_run_with_a_quantizer(staircase(rng, 32, per_channel), rng)
     compiled = patvm.compile(model, target="host", strategy="fp32", tuning_db=False)
     assert [la["strategy"] for la in compiled.layers] == ["fp32", "fp32"], compiled.report()
-    names = kernels(compiled)
+    names = compiled_kernels(compiled)
     assert not any("sum" in k or "where" in k for k in names), names            # no count-and-lookup kernel
     assert any("conv2d_blocked" in k and "greater_equal" in k for k in names), names   # in the conv's epilogue
     inp = dyadic(rng, (2, 32, 8, 8))
@@ -49,6 +42,6 @@ def test_many_levels_keep_the_lookup():
                       ((np.arange(256) - 128) / 32).astype(np.float32))
     model = fp32_run_with_a_quantizer(stair, rng)
     compiled = patvm.compile(model, target="host", tuning_db=False)
-    assert any("sum" in k for k in kernels(compiled))
+    assert any("sum" in k for k in compiled_kernels(compiled))
     inp = dyadic(rng, (2, 32, 8, 8))
     np.testing.assert_array_equal(compiled.run(inp)[0], onnxruntime_run(model, {"x": inp})[0])
