@@ -13,7 +13,7 @@ from patvm.compiler.elementwise_quantizers import quantizers_as_elementwise
 from patvm.compiler.fold_batchnorm import fold_batchnorm_into_conv2d
 from patvm.compiler.fuse_packing import fuse_pack_into_epilogue
 from patvm.compiler.layout import blocked_layout_pass, conv2d_legalization, plain_elementwise
-from patvm.compiler.legalize import NAN_KEEPING_LEGALIZATIONS
+from patvm.compiler.legalize import PATVM_LEGALIZATIONS
 from patvm.compiler.schedules import schedule_pass
 from patvm.compiler.weight_codes import stores_weight_codes
 from patvm.targets import TargetSpec
@@ -25,7 +25,7 @@ def prepare_passes(spec: TargetSpec) -> list:
     cpu = spec.family != "cuda"
     # the CUDA schedules expect the float output as the kernel's last block: packing stays a kernel there
     fuse_packing = [fuse_pack_into_epilogue] if cpu else []
-    legalizations = {**NAN_KEEPING_LEGALIZATIONS, **({"relax.nn.conv2d": conv2d_legalization()} if cpu else {})}
+    legalizations = {**PATVM_LEGALIZATIONS, **({"relax.nn.conv2d": conv2d_legalization()} if cpu else {})}
     return [
         fold_batchnorm_into_conv2d,
         relax.transform.FoldConstant(),          # the scaled weights, where they are constants

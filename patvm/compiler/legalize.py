@@ -1,4 +1,4 @@
-"""Legalisations that keep NaN the way ONNX and onnxruntime do, where TVM's own would drop it.
+"""patvm's legalisations: NaN kept the way ONNX and onnxruntime keep it, and bool -> float casts as selects.
 
 TVM legalises Relu to max(x, 0) and MaxPool to a max-reduction; LLVM's maxnum then turns NaN into a number.
 That matters for PA models: a NaN must reach a quantizer as NaN to give levels[0] (the format's rule).
@@ -6,6 +6,9 @@ That matters for PA models: a NaN must reach a quantizer as NaN to give levels[0
 - MaxPool gives NaN for a window holding a NaN (IEEE 754-2019 `maximum`, as numpy and torch pool). ONNX
   leaves this unspecified; TVM's reduction and onnxruntime's MaxPool both answer by the NaN's position in
   the window (tests/reliability/test_regressions.py), so patvm's max-pool reducer keeps NaN.
+- A bool cast to float is select(b, 1, 0): one masked move on AVX-512, where LLVM lowers TVM's cast (uitofp
+  of an i1) through a 32-bit integer (mask to -1, shift, convert: three instructions). The fp32-path
+  quantizers (patvm.compiler.elementwise_quantizers) are made of such casts, one per threshold.
 Used by `patvm.compiler.build.prepare_passes`, so the fp32 path and tuning tasks get the same semantics.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ from tvm.ir import Op
 from tvm.relax import BlockBuilder, Call, Expr
 
 _TVM_MAX_POOL2D = Op.get("relax.nn.max_pool2d").get_attr("FLegalize")
+_TVM_ASTYPE = Op.get("relax.astype").get_attr("FLegalize")
 _NCHW_OR_BLOCKED = re.compile(r"^NCHW(\d+c)?$")
 
 
@@ -70,4 +74,16 @@ def _max_pool2d(bb: BlockBuilder, call: Call) -> Expr:
                       primfunc_name_hint="max_pool2d")
 
 
-NAN_KEEPING_LEGALIZATIONS = {"relax.nn.relu": _relu, "relax.nn.max_pool2d": _max_pool2d}
+def bool_as_float(b: te.Tensor, dtype: str) -> te.Tensor:
+    one, zero = tvm.tirx.const(1, dtype), tvm.tirx.const(0, dtype)
+    return te.compute(b.shape, lambda *i: tvm.tirx.Select(b(*i), one, zero), name="bool_as_float", tag="elemwise")
+
+
+def _astype(bb: BlockBuilder, call: Call) -> Expr:
+    dtype = call.attrs.dtype
+    if getattr(call.args[0].ty, "dtype", None) != "bool" or not str(dtype).startswith("float"):
+        return _TVM_ASTYPE(bb, call)
+    return bb.call_te(bool_as_float, call.args[0], dtype=str(dtype), primfunc_name_hint="cast")
+
+
+PATVM_LEGALIZATIONS = {"relax.nn.relu": _relu, "relax.nn.max_pool2d": _max_pool2d, "relax.astype": _astype}

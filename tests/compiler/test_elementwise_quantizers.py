@@ -1,6 +1,8 @@
 """A quantizer on the fp32 path as elementwise arithmetic (patvm.compiler.elementwise_quantizers): between blocked fp32
 convs it stays blocked and fuses into the producer's kernel (no kernel or layout transform of its own),
 bit-exact against onnxruntime with dyadic values, NaN and infinities included."""
+import re
+
 import numpy as np
 import pytest
 from conftest import PA_WEIGHT_VALUES, compiled_kernels, dyadic, onnxruntime_run, staircase
@@ -8,6 +10,7 @@ from conftest import PA_WEIGHT_VALUES, compiled_kernels, dyadic, onnxruntime_run
 import patvm
 from patvm.approx import Staircase
 from patvm.onnx_format import GraphWriter
+from patvm.runtime import module_source
 
 
 def fp32_run_with_a_quantizer(stair: Staircase, rng):
@@ -33,6 +36,19 @@ def test_fp32_quantizer_fuses_and_stays_blocked(per_channel):
     inp[0, :3, 0, :4] = [np.nan, np.inf, -np.inf, 0.0]
     want = onnxruntime_run(model, {"x": inp})[0]
     np.testing.assert_array_equal(compiled.run(inp)[0], want)
+
+
+def test_threshold_tests_are_masked_moves_on_avx512():
+    """Each threshold test of the fused quantizer is a compare and a masked move of 1.0 (patvm's bool -> float
+    legalisation), not TVM's cast of an i1, which LLVM lowers to mask -> -1, shift, int -> float convert."""
+    rng = np.random.default_rng(2)
+    model = fp32_run_with_a_quantizer(staircase(rng, 32, per_channel=True), rng)
+    compiled = patvm.compile(model, target="x86-avx512", strategy="fp32", tuning_db=False)
+    asm = module_source(compiled.module.mod)
+    functions = re.split(r"^(?=[A-Za-z_]\w*:)", asm, flags=re.M)
+    quantizing = "".join(f for f in functions if re.match(r"\w*conv2d_blocked\w*greater_equal", f))
+    assert "vcmpgeps" in quantizing or "vcmpleps" in quantizing or "vcmpnltps" in quantizing, "no vector compare"
+    assert "vcvtdq2ps" not in quantizing and "vpmovm2d" not in quantizing
 
 
 def test_many_levels_keep_the_lookup():
